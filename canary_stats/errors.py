@@ -1,0 +1,50 @@
+"""The one exception hierarchy of canary_stats.
+
+::
+
+    CanaryStatsError
+    ├── InputError            bad input: names the field and what was expected
+    │   ├── EventsError       raw events or aggregates that break the data contract
+    │   └── PolicyError       a policy, guardrail or manifest section that cannot be used
+    └── InsufficientData      too little or untrustworthy data: a *hold*, never an error exit
+
+Every interface maps these classes in one place: the CLI to exit codes (2 for
+``InputError``), the service (later) to HTTP statuses.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CanaryStatsError",
+    "EventsError",
+    "InputError",
+    "InsufficientData",
+    "PolicyError",
+]
+
+
+class CanaryStatsError(Exception):
+    """Base class of every error raised by canary_stats."""
+
+
+class InputError(CanaryStatsError, ValueError):
+    """Input that cannot be used as given.
+
+    ``field`` names the offending field (a column, a manifest path or an option).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class EventsError(InputError):
+    """Raw events or aggregates that break the data contract."""
+
+
+class PolicyError(InputError):
+    """A policy, guardrail or rollout plan that cannot be used."""
+
+
+class InsufficientData(CanaryStatsError):
+    """Too little or untrustworthy data to decide; the judge turns this into a hold."""

@@ -1,0 +1,393 @@
+"""The judge: the only place where statistics become promote, hold or rollback.
+
+Decision at a check (DESIGN.md, "The verdict"):
+
+1. any guardrail ``fail`` -> **rollback**;
+2. untrustworthy data, a cohort without data, or a sample-ratio mismatch -> **hold**;
+3. stage minimum duration reached and the stage's requirement met -> **promote**
+   (``guard``: no violation proven and minimum samples reached; ``prove``: every
+   guardrail ``pass``);
+4. otherwise **hold**, with ``eta_minutes`` when it can be projected.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+from ._verdict import GuardrailVerdict, Verdict
+from .errors import EventsError
+from .policy import Guardrail, Policy, parse_duration
+from .stats import SequentialTestResult
+from .summary import Summary, summarize
+
+__all__ = ["analyze", "decide", "effective_status", "judge", "load_events"]
+
+
+def load_events(path: str | Path) -> pd.DataFrame:
+    """Read raw events or aggregates from Parquet, CSV or JSON Lines."""
+    p = Path(path)
+    if not p.exists():
+        raise EventsError(str(p), "no such file")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pd.read_parquet(p)
+        if suffix == ".csv":
+            return pd.read_csv(p)
+        if suffix in (".jsonl", ".ndjson"):
+            return pd.read_json(p, lines=True)
+    except (ValueError, OSError) as exc:
+        raise EventsError(str(p), f"cannot read: {exc}") from None
+    raise EventsError(
+        str(p), f"unsupported file type {suffix!r}; expected .parquet, .csv or .jsonl"
+    )
+
+
+def analyze(
+    events: Any,
+    policy: Policy,
+    *,
+    stage: int,
+    elapsed: timedelta | str | None = None,
+) -> Verdict:
+    """Judge the canary against the policy at one check of one stage.
+
+    Parameters
+    ----------
+    events : DataFrame, path, Summary or DuckDB relation
+        Raw events or per-window aggregates since the stage began.
+    policy : Policy
+        Guardrails, stages and error levels.
+    stage : int
+        Index of the current stage in ``policy.stages``.
+    elapsed : timedelta or str, optional
+        Time spent in the stage (default: the span of the data).
+    """
+    if isinstance(events, Summary):
+        summary = events
+    else:
+        if isinstance(events, str | Path):
+            events = load_events(events)
+        elif hasattr(events, "df") and callable(events.df):  # a DuckDB relation
+            events = events.df()
+        if not isinstance(events, pd.DataFrame):
+            raise EventsError(
+                "events",
+                f"expected a DataFrame, a file path or a Summary; got {type(events).__name__}",
+            )
+        summary = summarize(events)
+    span = parse_duration(elapsed, "elapsed") if elapsed is not None else summary.span
+    if span < timedelta(0):
+        raise EventsError("elapsed", "must not be negative")
+    return judge(summary, policy, stage=stage, elapsed=span)
+
+
+def judge(summary: Summary, policy: Policy, *, stage: int, elapsed: timedelta) -> Verdict:
+    """Turn a `Summary` into a `Verdict` (see the module docstring)."""
+    stage_obj = policy.check_stage(stage)
+    share = stage_obj.traffic / 100.0
+    mode = policy.stage_mode(stage)
+    minutes = elapsed.total_seconds() / 60.0
+    results = {g.name: _evaluate(g, summary, policy, share) for g in policy.guardrails}
+    srm = stats.sample_ratio_mismatch(
+        summary.stable.tasks, summary.canary.tasks, expected_share=share, alpha=policy.srm_alpha
+    )
+    verdicts = {
+        name: _guardrail_verdict(g, results[g.name], policy)
+        for g in policy.guardrails
+        for name in [g.name]
+    }
+    common = {
+        "stage": stage,
+        "mode": mode,
+        "traffic": stage_obj.traffic,
+        "elapsed_minutes": minutes,
+        "metrics": verdicts,
+        "srm": srm,
+        "data_issues": summary.issues,
+        "n_stable": summary.stable.tasks,
+        "n_canary": summary.canary.tasks,
+        "alpha": policy.alpha_per_test(),
+        "alpha_pass": policy.alpha_pass(),
+    }
+
+    hold_reason = _data_problem(summary, srm)
+    duration = stage_obj.duration
+    left = max(0.0, duration.total_seconds() / 60.0 - minutes) if duration else 0.0
+    decision = decide(
+        [v.status for v in verdicts.values()],
+        [v.enough_data for v in verdicts.values()],
+        data_problem=hold_reason is not None,
+        mode=mode,
+        duration_reached=left <= 0,
+    )
+    if decision == "rollback":
+        failed = [v for v in verdicts.values() if v.status == "fail"]
+        return Verdict(
+            "rollback", "rollback: " + "; ".join(v.evidence() for v in failed) + ".", **common
+        )
+    if decision == "promote":
+        if mode == "guard":
+            why = (
+                f"no guardrail violated after {minutes:.0f} min at {stage_obj.traffic:g}% "
+                f"with {summary.canary.tasks:.0f} canary tasks (guard stage)"
+            )
+        else:
+            why = f"every guardrail proven within its margin after {minutes:.0f} min at {stage_obj.traffic:g}% (prove stage)"
+        return Verdict("promote", f"promote: {why}.", **common)
+    if hold_reason:
+        return Verdict("hold", f"hold: {hold_reason}.", **common)
+    rate = (summary.stable.tasks + summary.canary.tasks) / minutes if minutes > 0 else 0.0
+    eta = _eta(verdicts.values(), mode, left, rate, share, policy)
+    short = [v for v in verdicts.values() if not v.enough_data]
+    if short:
+        names = ", ".join(
+            f"{v.name} ({v.n_canary:.0f} canary, {v.n_stable:.0f} stable)" for v in short
+        )
+        why = f"too little data for {names}; each cohort needs {policy.min_samples}"
+    elif left > 0:
+        why = (
+            f"no violation proven; the stage's minimum duration ({_fmt_minutes(duration)}) "
+            f"is not reached ({minutes:.0f} min elapsed)"
+        )
+    else:
+        pending = ", ".join(v.name for v in verdicts.values() if v.status != "pass")
+        why = (
+            f"not yet proven within margin: {pending}; a prove stage needs every guardrail to pass"
+        )
+    return Verdict("hold", f"hold: {why}.", eta_minutes=eta, **common)
+
+
+def _fmt_minutes(d: timedelta | None) -> str:
+    m = (d or timedelta(0)).total_seconds() / 60
+    return f"{m / 60:g} h" if m >= 60 else f"{m:g} min"
+
+
+def _data_problem(summary: Summary, srm: stats.SampleRatioResult) -> str | None:
+    if summary.issues:
+        return "the data cannot be trusted: " + "; ".join(summary.issues)
+    for name, c in (("canary", summary.canary), ("stable", summary.stable)):
+        if c.tasks == 0:
+            return f"no {name} tasks in the data yet"
+    if srm.mismatch:
+        return (
+            f"sample ratio mismatch: canary share {100 * srm.observed_share:.2f}% vs planned "
+            f"{100 * srm.expected_share:g}% (p = {srm.pvalue:.1e}); the split cannot be trusted"
+        )
+    return None
+
+
+def _tuning(policy: Policy, share: float) -> tuple[float, float, float]:
+    """Tuning sizes fixed before the data: both cohorts, canary alone, stable alone."""
+    n = float(policy.tuning_samples)
+    return n, max(n * share, 100.0), max(n * (1 - share), 100.0)
+
+
+def _bounded_var(m: Any) -> Any:
+    """Variance of a [0, 1] score with one pseudo-observation of the largest variance."""
+    return (np.asarray(m.n) * np.nan_to_num(m.var) + 0.25) / (np.asarray(m.n) + 1)
+
+
+def _evaluate(g: Guardrail, s: Summary, policy: Policy, share: float) -> SequentialTestResult:
+    n_two, n_can, n_sta = _tuning(policy, share)
+    opts = {
+        "alternative": g.alternative,
+        "alpha": policy.alpha_per_test(),
+        "alpha_pass": policy.alpha_pass(),
+    }
+    st, ca = s.stable, s.canary
+    if g.metric == "task_success_rate":
+        if g.contrast == "absolute":
+            return stats.proportion_bound(
+                ca.successes, ca.tasks, bound=g.margin, n_tune=n_can, **opts
+            )
+        return stats.proportion_contrast(
+            st.successes,
+            st.tasks,
+            ca.successes,
+            ca.tasks,
+            contrast=g.contrast,
+            margin=g.margin,
+            n_tune=n_two,
+            **opts,
+        )
+    if g.metric == "latency_ms":
+        q = float(g.quantile or 0.95)
+        if g.contrast == "absolute":
+            return stats.quantile_bound(ca.latency, q=q, bound=g.margin, n_tune=n_can, **opts)
+        return stats.quantile_contrast(
+            st.latency,
+            ca.latency,
+            q=q,
+            contrast=g.contrast,
+            margin=g.margin,
+            n_tune_stable=n_sta,
+            n_tune_canary=n_can,
+            **opts,
+        )
+    m_s, m_c = (
+        (st.tokens, ca.tokens) if g.metric == "tokens_per_task" else (st.eval_score, ca.eval_score)
+    )
+    bounded = g.metric == "eval_score"
+    v_s = _bounded_var(m_s) if bounded else m_s.var
+    v_c = _bounded_var(m_c) if bounded else m_c.var
+    if g.contrast == "absolute":
+        return stats.mean_bound(
+            m_c.n, _nz(m_c.mean), _nz(v_c), bound=g.margin, n_tune=n_can, **opts
+        )
+    return stats.mean_contrast(
+        m_s.n,
+        _nz(m_s.mean),
+        _nz(v_s),
+        m_c.n,
+        _nz(m_c.mean),
+        _nz(v_c),
+        contrast=g.contrast,
+        margin=g.margin,
+        n_tune=n_two,
+        **opts,
+    )
+
+
+def _nz(x: Any) -> Any:
+    return np.nan_to_num(np.asarray(x, dtype=float))
+
+
+def effective_status(g: Guardrail, r: SequentialTestResult, policy: Policy) -> tuple[Any, Any]:
+    """Status after the minimum-sample rule, and whether the minimum is reached.
+
+    Below the minimum sample a ``pass`` is never trusted, and neither is a
+    ``fail`` from an asymptotic method; exact methods (beta-binomial, quantile
+    order statistics) may fail at any size, so a catastrophe is caught early.
+    Works element-wise on arrays.
+    """
+    n_c = np.asarray(r.n_canary, dtype=float)
+    enough = n_c >= policy.min_samples
+    if g.contrast != "absolute":
+        enough = enough & (np.asarray(r.n_stable, dtype=float) >= policy.min_samples)
+    exact = "(exact)" in r.method or "order statistics" in r.method
+    status = np.asarray(r.status)
+    distrust = ~enough & ((status == "pass") | ((status == "fail") & (not exact)))
+    return np.where(distrust, "inconclusive", status), enough
+
+
+def decide(
+    statuses: list[str],
+    enough: list[bool],
+    *,
+    data_problem: bool,
+    mode: str,
+    duration_reached: bool,
+) -> str:
+    """The decision rule of DESIGN.md, on plain values (shared by `judge` and simulations)."""
+    if "fail" in statuses:
+        return "rollback"
+    if data_problem or not all(enough) or not duration_reached:
+        return "hold"
+    if mode == "guard" or all(s == "pass" for s in statuses):
+        return "promote"
+    return "hold"
+
+
+def _guardrail_verdict(g: Guardrail, r: SequentialTestResult, policy: Policy) -> GuardrailVerdict:
+    n_s, n_c = float(r.n_stable), float(r.n_canary)
+    status_a, enough_a = effective_status(g, r, policy)
+    status, enough = str(status_a), bool(enough_a)
+    low, high = float(r.confidence_interval.low), float(r.confidence_interval.high)
+    if status == "fail":
+        reason = f"violated: {g.describe()}"
+    elif status == "pass":
+        reason = f"proven: {g.describe()}"
+    elif not enough:
+        reason = f"too little data ({n_c:.0f} canary, {n_s:.0f} stable; need {policy.min_samples})"
+    else:
+        reason = f"not yet decided: {g.describe()}"
+    return GuardrailVerdict(
+        name=g.name,
+        metric=g.metric,
+        rule=g.rule,
+        limit=g.value,
+        margin=r.margin,
+        contrast=r.contrast,
+        alternative=r.alternative,
+        status=status,
+        estimate=float(r.estimate),
+        low=low,
+        high=high,
+        n_stable=n_s,
+        n_canary=n_c,
+        reason=reason,
+        method=r.method,
+        resolution=float(r.resolution),
+        description=g.describe(),
+        enough_data=enough,
+    )
+
+
+def _eta(
+    verdicts: Any, mode: str, left: float, rate: float, share: float, policy: Policy
+) -> float | None:
+    """Minutes until a decision at the current traffic, projected from the bounds' shrinkage."""
+    if rate <= 0:
+        return None
+    waits = [left]
+    to_rollback: list[float] = []
+    n_two, n_can, _ = _tuning(policy, share)
+    for v in verdicts:
+        if v.status != "inconclusive":
+            continue
+        per_min = rate * share if v.contrast == "absolute" else rate
+        n_now = v.n_canary if v.contrast == "absolute" else v.n_stable + v.n_canary
+        if not v.enough_data:
+            need = max(policy.min_samples - v.n_canary, 0) / max(rate * share, 1e-9)
+            need = max(
+                need, max(policy.min_samples - v.n_stable, 0) / max(rate * (1 - share), 1e-9)
+            )
+            waits.append(need)
+            continue
+        heading_fail = (v.estimate > v.margin) == (v.alternative == "greater")
+        if not heading_fail and mode == "guard":
+            continue
+        n_tune = n_can if v.contrast == "absolute" else n_two
+        t = _projected_minutes(v, n_now, per_min, heading_fail, n_tune, policy)
+        if heading_fail:
+            if t is not None:
+                to_rollback.append(t)
+        elif t is None:
+            return None
+        else:
+            waits.append(t)
+    promote_at = max(waits)
+    return min([promote_at, *to_rollback]) if to_rollback else promote_at
+
+
+def _projected_minutes(
+    v: GuardrailVerdict,
+    n_now: float,
+    per_min: float,
+    heading_fail: bool,
+    n_tune: float,
+    policy: Policy,
+) -> float | None:
+    distance = abs(v.estimate - v.margin)
+    upper_side = (v.alternative == "greater") != heading_fail
+    bound = v.high if upper_side else v.low
+    half = abs(bound - v.estimate)
+    if not (math.isfinite(half) and distance > 0 and n_now > 0 and per_min > 0):
+        return None
+    alpha = policy.alpha_per_test() if heading_fail else policy.alpha_pass()
+    rho = stats.mixture_precision(n_tune, alpha)
+    z_now = float(stats.normal_mixture_boundary(n_now, alpha=alpha, rho=rho))
+    for factor in (1.1**k for k in range(1, 100)):
+        n = n_now * factor
+        z = float(stats.normal_mixture_boundary(n, alpha=alpha, rho=rho))
+        if half * math.sqrt(1 / factor) * z / z_now < distance:
+            return (n - n_now) / per_min
+    return None

@@ -1,0 +1,203 @@
+"""Simulated staged rollouts: the judge at every check, on synthetic traffic.
+
+Each stage's traffic is generated once; cumulative statistics at all checks are
+built as arrays and every guardrail is evaluated at all checks in one
+vectorised call of the statistics layer, then the shared decision rule
+(`canary_stats.judge.decide`) walks the checks in order. This is what makes
+thousands of rollouts cheap enough for operating-characteristic tables and
+seeded validation tests; `judge` gives the same answer check by check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import numpy as np
+
+from . import stats
+from ._verdict import Verdict
+from .judge import _evaluate, decide, effective_status, judge
+from .policy import Policy
+from .sources.synthetic import Regression, Tasks, Workload, generate_tasks
+from .stats import Histogram
+from .summary import CohortSummary, Moments, Summary
+
+__all__ = ["LATENCY_BUCKETS", "Check", "RolloutOutcome", "simulate_rollout", "stage_summaries"]
+
+#: Fine log-spaced latency buckets (about 3 % wide) from 10 ms to 10 min.
+LATENCY_BUCKETS = np.concatenate([np.geomspace(10.0, 600_000.0, 400), [np.inf]])
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One look of the judge during a simulated rollout."""
+
+    stage: int
+    minute: float  # since the stage began
+    decision: str
+    verdict: Verdict | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutOutcome:
+    """How a simulated rollout ended."""
+
+    outcome: str  # "promoted", "rolled_back" or "stalled"
+    minutes: float  # from the start of the rollout to the end
+    stage: int  # the stage at which it ended
+    failed: tuple[str, ...] = ()  # guardrails that proved a violation
+    checks: tuple[Check, ...] = field(default=())
+
+
+def _cohort(
+    tasks: Tasks, mask: np.ndarray, window: np.ndarray, k: int, edges: np.ndarray
+) -> CohortSummary:
+    w = window[mask]
+
+    def cum(weights: np.ndarray | None = None) -> np.ndarray:
+        return np.cumsum(np.bincount(w, weights=weights, minlength=k + 1))[:k]
+
+    n = cum()
+    tok = tasks.tokens[mask]
+    score = tasks.eval_score[mask]
+    scored = ~np.isnan(score)
+    s0 = np.nan_to_num(score)
+    bucket = np.searchsorted(edges, tasks.latency_ms[mask], side="left")
+    grid = np.zeros((k + 1, edges.size))
+    np.add.at(grid, (w, bucket), 1.0)
+    counts = np.cumsum(np.cumsum(grid, axis=0), axis=1)[:k]
+    return CohortSummary(
+        tasks=n,
+        successes=cum(tasks.success[mask].astype(float)),
+        latency=Histogram(edges, counts),
+        tokens=_moments(n, cum(tok), cum(tok * tok)),
+        eval_score=_moments(cum(scored.astype(float)), cum(s0), cum(s0 * s0)),
+    )
+
+
+def _moments(n: np.ndarray, total: np.ndarray, total_sq: np.ndarray) -> Moments:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(n > 0, total / n, np.nan)
+        var = np.where(n > 0, np.maximum(total_sq / n - mean * mean, 0.0), np.nan)
+    return Moments(n, mean, var)
+
+
+def stage_summaries(
+    tasks: Tasks, check_minutes: np.ndarray, edges: np.ndarray = LATENCY_BUCKETS
+) -> Summary:
+    """Cumulative per-cohort statistics at each check, as arrays (one entry per check)."""
+    window = np.searchsorted(check_minutes, tasks.minute, side="right")
+    k = check_minutes.size
+    return Summary(
+        stable=_cohort(tasks, ~tasks.canary, window, k, edges),
+        canary=_cohort(tasks, tasks.canary, window, k, edges),
+        source="aggregates",
+    )
+
+
+def summary_at(summary: Summary, k: int) -> Summary:
+    """The scalar `Summary` of check ``k`` from an array-valued one."""
+
+    def pick(c: CohortSummary) -> CohortSummary:
+        lat = c.latency
+        assert isinstance(lat, Histogram)
+        return CohortSummary(
+            float(c.tasks[k]),
+            float(c.successes[k]),
+            Histogram(lat.upper_bounds, lat.counts[k]),
+            Moments(*(float(np.asarray(x)[k]) for x in (c.tokens.n, c.tokens.mean, c.tokens.var))),
+            Moments(
+                *(
+                    float(np.asarray(x)[k])
+                    for x in (c.eval_score.n, c.eval_score.mean, c.eval_score.var)
+                )
+            ),
+        )
+
+    return Summary(pick(summary.stable), pick(summary.canary), source=summary.source)
+
+
+def _stage_decisions(
+    policy: Policy, stage: int, summary: Summary, check_minutes: np.ndarray
+) -> Iterator[tuple[int, str, tuple[str, ...]]]:
+    share = policy.stages[stage].traffic / 100
+    statuses, enough = [], []
+    for g in policy.guardrails:
+        s, e = effective_status(g, _evaluate(g, summary, policy, share), policy)
+        statuses.append(np.broadcast_to(s, check_minutes.shape))
+        enough.append(np.broadcast_to(e, check_minutes.shape))
+    srm = stats.sample_ratio_mismatch(
+        summary.stable.tasks, summary.canary.tasks, expected_share=share, alpha=policy.srm_alpha
+    )
+    problem = np.asarray(srm.mismatch) | (summary.stable.tasks == 0) | (summary.canary.tasks == 0)
+    duration = policy.stages[stage].duration or timedelta(0)
+    names = [g.name for g in policy.guardrails]
+    for k, minute in enumerate(check_minutes):
+        st = [str(s[k]) for s in statuses]
+        decision = decide(
+            st,
+            [bool(e[k]) for e in enough],
+            data_problem=bool(problem[k]),
+            mode=policy.stage_mode(stage),
+            duration_reached=minute * 60 >= duration.total_seconds(),
+        )
+        yield k, decision, tuple(n for n, x in zip(names, st, strict=True) if x == "fail")
+
+
+def simulate_rollout(
+    policy: Policy,
+    workload: Workload | None = None,
+    regression: Regression | None = None,
+    *,
+    check_every: timedelta = timedelta(minutes=5),
+    max_hold: float = 1.0,
+    verdicts: bool = False,
+    rng: np.random.Generator | int | None = None,
+) -> RolloutOutcome:
+    """Walk the policy's stages on synthetic traffic, checking every ``check_every``.
+
+    A stage that neither promotes nor rolls back within ``(1 + max_hold)`` times
+    its minimum duration ends the rollout as ``"stalled"``. With
+    ``verdicts=True`` each check also carries the full `Verdict` from `judge`.
+    """
+    workload = workload or Workload()
+    gen = np.random.default_rng(rng)
+    step = check_every.total_seconds() / 60
+    total = 0.0
+    checks: list[Check] = []
+    for stage in policy.analysed_stages:
+        planned = (policy.stages[stage].duration or timedelta(hours=1)).total_seconds() / 60
+        horizon = max(planned * (1 + max_hold), planned + 2 * step)
+        check_minutes = np.arange(step, horizon + 1e-9, step)
+        tasks = generate_tasks(
+            workload,
+            canary_share=policy.stages[stage].traffic / 100,
+            minutes=float(check_minutes[-1]),
+            regression=regression,
+            phase=2 * np.pi * total / (workload.diurnal_period.total_seconds() / 60),
+            rng=gen,
+        )
+        summary = stage_summaries(tasks, check_minutes)
+        ended = None
+        for k, decision, failed in _stage_decisions(policy, stage, summary, check_minutes):
+            minute = float(check_minutes[k])
+            verdict = None
+            if verdicts:
+                verdict = judge(
+                    summary_at(summary, k), policy, stage=stage, elapsed=timedelta(minutes=minute)
+                )
+            checks.append(Check(stage, minute, decision, verdict))
+            if decision != "hold":
+                ended = (decision, minute, failed)
+                break
+        if ended is None:
+            return RolloutOutcome(
+                "stalled", total + float(check_minutes[-1]), stage, (), tuple(checks)
+            )
+        decision, minute, failed = ended
+        total += minute
+        if decision == "rollback":
+            return RolloutOutcome("rolled_back", total, stage, failed, tuple(checks))
+    return RolloutOutcome("promoted", total, policy.analysed_stages[-1], (), tuple(checks))

@@ -1,0 +1,163 @@
+"""Synthetic agent traffic: stable and canary cohorts with shared drift and regressions.
+
+Both cohorts draw from the same workload; the canary may carry a `Regression`.
+A diurnal cycle moves traffic, latency, failures and token spend of *both*
+cohorts together (shared drift), which a judge comparing the cohorts over the
+same window must not mistake for a regression.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Regression", "Tasks", "Workload", "generate_events", "generate_tasks"]
+
+
+@dataclass(frozen=True, slots=True)
+class Regression:
+    """How the canary differs from stable (the defaults: not at all).
+
+    Attributes
+    ----------
+    success_drop : float
+        Absolute drop of the task success probability.
+    latency_factor : float
+        Every canary latency multiplied by this (a whole-distribution shift).
+    tail_share, tail_factor : float
+        A share of canary tasks whose latency is multiplied by ``tail_factor``
+        (a tail-only regression: the median barely moves, p95 does).
+    token_factor : float
+        Tokens per canary task multiplied by this.
+    eval_drop : float
+        Absolute drop of the mean eval score.
+    """
+
+    success_drop: float = 0.0
+    latency_factor: float = 1.0
+    tail_share: float = 0.0
+    tail_factor: float = 1.0
+    token_factor: float = 1.0
+    eval_drop: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """The stable release's traffic and metric distributions."""
+
+    tasks_per_minute: float = 200.0
+    success_rate: float = 0.985
+    latency_median_ms: float = 2500.0
+    latency_sigma: float = 0.5
+    tokens_median: float = 3000.0
+    tokens_sigma: float = 0.8
+    max_tokens: float = 100_000.0
+    eval_mean: float = 0.93
+    eval_concentration: float = 30.0
+    eval_rate: float = 0.8
+    diurnal_amplitude: float = 0.3
+    diurnal_period: timedelta = field(default=timedelta(hours=24))
+
+
+@dataclass(frozen=True, slots=True)
+class Tasks:
+    """Generated tasks as arrays (minutes since start, cohort flag and metrics)."""
+
+    minute: np.ndarray
+    canary: np.ndarray
+    success: np.ndarray
+    latency_ms: np.ndarray
+    tokens: np.ndarray
+    eval_score: np.ndarray  # NaN where the task was not evaluated
+
+
+def _drift(workload: Workload, minutes: np.ndarray, phase: float) -> np.ndarray:
+    period = workload.diurnal_period.total_seconds() / 60.0
+    return workload.diurnal_amplitude * np.sin(2 * np.pi * minutes / period + phase)
+
+
+def generate_tasks(
+    workload: Workload,
+    *,
+    canary_share: float,
+    minutes: float,
+    regression: Regression | None = None,
+    phase: float = 0.0,
+    rng: np.random.Generator | int | None = None,
+) -> Tasks:
+    """Simulate ``minutes`` of traffic split between stable and canary.
+
+    Arrivals are a Poisson process whose rate follows the diurnal cycle; each
+    task goes to the canary with probability ``canary_share``.
+    """
+    if not 0.0 <= canary_share <= 1.0:
+        raise ValueError(f"`canary_share` must be in [0, 1]; got {canary_share!r}.")
+    reg = regression or Regression()
+    gen = np.random.default_rng(rng)
+    per_minute = np.arange(int(np.ceil(minutes)), dtype=float)
+    rate = workload.tasks_per_minute * (1 + _drift(workload, per_minute + 0.5, phase))
+    counts = gen.poisson(np.maximum(rate, 0.0))
+    t = np.repeat(per_minute, counts) + gen.random(int(counts.sum()))
+    t = t[t < minutes]
+    n = t.size
+    drift = _drift(workload, t, phase)
+    canary = gen.random(n) < canary_share
+    # Shared drift: busier hours are slower, fail a little more and spend a little more.
+    p_fail = (1 - workload.success_rate) * (1 + drift) + np.where(canary, reg.success_drop, 0.0)
+    success = gen.random(n) >= np.clip(p_fail, 0.0, 1.0)
+    latency = (
+        workload.latency_median_ms
+        * (1 + drift)
+        * np.exp(workload.latency_sigma * gen.standard_normal(n))
+    )
+    latency *= np.where(canary, reg.latency_factor, 1.0)
+    tail = canary & (gen.random(n) < reg.tail_share)
+    latency[tail] *= reg.tail_factor
+    tokens = (
+        workload.tokens_median
+        * (1 + 0.5 * drift)
+        * np.exp(workload.tokens_sigma * gen.standard_normal(n))
+    )
+    tokens = np.minimum(
+        np.round(tokens * np.where(canary, reg.token_factor, 1.0)), workload.max_tokens
+    )
+    mean = np.clip(workload.eval_mean - np.where(canary, reg.eval_drop, 0.0), 1e-3, 1 - 1e-3)
+    k = workload.eval_concentration
+    score = gen.beta(mean * k, (1 - mean) * k)
+    score[gen.random(n) >= workload.eval_rate] = np.nan
+    return Tasks(t, canary, success, latency, tokens, score)
+
+
+def generate_events(
+    workload: Workload,
+    *,
+    canary_share: float,
+    duration: timedelta,
+    start: datetime | None = None,
+    regression: Regression | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> pd.DataFrame:
+    """Raw events (the data contract of DESIGN.md) for ``duration`` of traffic."""
+    start = start or datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+    tasks = generate_tasks(
+        workload,
+        canary_share=canary_share,
+        minutes=duration.total_seconds() / 60,
+        regression=regression,
+        rng=rng,
+    )
+    ts = pd.Timestamp(start) + pd.to_timedelta(tasks.minute, unit="min")
+    return pd.DataFrame(
+        {
+            "ts": ts,
+            "cohort": np.where(tasks.canary, "canary", "stable"),
+            "success": tasks.success,
+            "latency_ms": tasks.latency_ms.round(1),
+            "tokens": tasks.tokens,
+            "eval_score": tasks.eval_score,
+            "request_id": [f"req-{i:08d}" for i in range(tasks.minute.size)],
+        }
+    )

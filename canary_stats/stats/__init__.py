@@ -1,0 +1,47 @@
+"""Statistics layer: pure functions over arrays or sufficient statistics.
+
+Decisions use anytime-valid confidence sequences on the contrast that drives the
+decision (canary vs stable, or canary vs an absolute bound), one-sided, with the
+margin built in. Bootstrap intervals are for reporting effect sizes only.
+"""
+
+from ._bootstrap import BootstrapResult, mean_contrast_bootstrap, quantile_contrast_bootstrap
+from ._boundaries import (
+    beta_binomial_log_evalue,
+    mixture_precision,
+    normal_mixture_boundary,
+    normal_mixture_log_evalue,
+)
+from ._common import ConfidenceInterval, SequentialTestResult
+from ._means import mean_bound, mean_contrast, proportion_bound, proportion_contrast
+from ._quantiles import (
+    Histogram,
+    QuantileSequenceResult,
+    quantile_bound,
+    quantile_confidence_sequence,
+    quantile_contrast,
+)
+from ._srm import SampleRatioResult, sample_ratio_mismatch
+
+__all__ = [
+    "BootstrapResult",
+    "ConfidenceInterval",
+    "Histogram",
+    "QuantileSequenceResult",
+    "SampleRatioResult",
+    "SequentialTestResult",
+    "beta_binomial_log_evalue",
+    "mean_bound",
+    "mean_contrast",
+    "mean_contrast_bootstrap",
+    "mixture_precision",
+    "normal_mixture_boundary",
+    "normal_mixture_log_evalue",
+    "proportion_bound",
+    "proportion_contrast",
+    "quantile_bound",
+    "quantile_confidence_sequence",
+    "quantile_contrast",
+    "quantile_contrast_bootstrap",
+    "sample_ratio_mismatch",
+]

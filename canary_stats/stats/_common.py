@@ -1,0 +1,124 @@
+"""Result types and argument validation shared by the statistics layer."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = ["ConfidenceInterval", "SequentialTestResult"]
+
+Alternative = Literal["less", "greater"]
+Status = Literal["pass", "fail", "inconclusive"]
+FloatArray = NDArray[np.float64]
+
+
+class ConfidenceInterval(NamedTuple):
+    """Lower and upper bound of an interval, as in ``scipy.stats``."""
+
+    low: Any
+    high: Any
+
+
+@dataclass(frozen=True, slots=True)
+class SequentialTestResult:
+    """Anytime-valid test of a guardrail contrast against its margin.
+
+    Attributes
+    ----------
+    method : str
+        Name of the confidence sequence used.
+    contrast : {"absolute", "difference", "ratio"}
+        What is compared: the canary alone, canary - stable, or canary / stable.
+    estimate : float or ndarray
+        Point estimate of the contrast.
+    confidence_interval : ConfidenceInterval
+        Anytime-valid bounds on the contrast. The bound on the harmful side is at
+        level ``alpha`` (it decides ``fail``), the other at ``alpha_pass`` (it
+        decides ``pass``); each is one-sided and valid at every look.
+    margin : float
+        The largest tolerated value of the contrast (smallest, when
+        ``alternative="less"``).
+    alternative : {"less", "greater"}
+        The harmful direction: ``"greater"`` when a larger contrast is worse.
+    status : str or ndarray of str
+        ``"fail"`` when a violation of the margin is proven, ``"pass"`` when
+        compliance is proven, ``"inconclusive"`` otherwise.
+    n_stable, n_canary : int or ndarray
+        Observations per cohort (``n_stable`` is 0 for absolute bounds).
+    alpha, alpha_pass : float
+        One-sided error levels of the fail and pass decisions.
+    resolution : float
+        Width of the histogram bucket that limits the bounds (0 for raw samples).
+    """
+
+    method: str
+    contrast: str
+    estimate: Any
+    confidence_interval: ConfidenceInterval
+    margin: float
+    alternative: Alternative
+    status: Any
+    n_stable: Any
+    n_canary: Any
+    alpha: float
+    alpha_pass: float
+    resolution: float = 0.0
+
+
+def status_from_bounds(
+    low: ArrayLike, high: ArrayLike, margin: float, alternative: Alternative
+) -> Any:
+    """``fail``/``pass``/``inconclusive`` from the two one-sided bounds."""
+    low_a, high_a = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    if alternative == "greater":
+        fail, ok = low_a > margin, high_a < margin
+    else:
+        fail, ok = high_a < margin, low_a > margin
+    status = np.where(fail, "fail", np.where(ok, "pass", "inconclusive"))
+    return status.item() if status.ndim == 0 else status
+
+
+def scalar_or_array(x: ArrayLike) -> Any:
+    """Return a Python float for 0-d input, else the array (scipy's convention)."""
+    a = np.asarray(x, dtype=float)
+    return float(a) if a.ndim == 0 else a
+
+
+def check_alpha(alpha: float, name: str = "alpha") -> float:
+    """Validate a one-sided error level."""
+    if not isinstance(alpha, int | float) or not (0.0 < float(alpha) < 1.0):
+        raise ValueError(f"`{name}` must be a number in (0, 1); got {alpha!r}.")
+    return float(alpha)
+
+
+def check_alternative(alternative: str) -> Alternative:
+    """Validate ``alternative`` (the harmful direction)."""
+    if alternative not in ("less", "greater"):
+        raise ValueError(f"`alternative` must be 'less' or 'greater'; got {alternative!r}.")
+    return alternative  # type: ignore[return-value]
+
+
+def check_finite(value: float, name: str) -> float:
+    """Validate a finite scalar option such as a margin."""
+    if not isinstance(value, int | float) or not math.isfinite(float(value)):
+        raise ValueError(f"`{name}` must be a finite number; got {value!r}.")
+    return float(value)
+
+
+def check_counts(x: ArrayLike, name: str) -> FloatArray:
+    """Validate non-negative finite counts (integers stored as float)."""
+    a = np.asarray(x, dtype=float)
+    if not np.all(np.isfinite(a)) or np.any(a < 0):
+        raise ValueError(f"`{name}` must contain finite, non-negative counts.")
+    return a
+
+
+def check_positive_int(value: float, name: str) -> float:
+    """Validate a positive tuning sample size."""
+    if not isinstance(value, int | float) or not (float(value) > 0 and math.isfinite(value)):
+        raise ValueError(f"`{name}` must be a positive number; got {value!r}.")
+    return float(value)

@@ -1,0 +1,271 @@
+"""Sufficient statistics per cohort, from raw events or per-window aggregates.
+
+The judge never looks at rows: it looks at a `Summary` (counts, sums, sums of
+squares, latency order statistics or histogram buckets). Raw events and
+Prometheus-style aggregates both reduce to it, which is what lets one verdict
+work on either and keeps its cost independent of how the data arrived.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import EventsError
+from .stats import Histogram
+
+__all__ = [
+    "AGGREGATE_COLUMNS",
+    "EVENT_COLUMNS",
+    "CohortSummary",
+    "Moments",
+    "Summary",
+    "summarize",
+    "summarize_aggregates",
+    "summarize_events",
+]
+
+EVENT_COLUMNS = ("ts", "cohort", "success", "latency_ms", "tokens", "eval_score")
+AGGREGATE_COLUMNS = ("window_start", "window_end", "cohort", "metric", "field", "le", "value")
+COHORTS = ("stable", "canary", "shadow")
+
+
+@dataclass(frozen=True, slots=True)
+class Moments:
+    """Count, mean and variance (``ddof=0``) of one metric in one cohort.
+
+    Fields are floats, or arrays of one value per look in simulations.
+    """
+
+    n: Any
+    mean: Any
+    var: Any
+
+    @classmethod
+    def from_sums(cls, n: float, total: float, total_sq: float) -> Moments:
+        if n <= 0:
+            return cls(0.0, float("nan"), float("nan"))
+        mean = total / n
+        return cls(float(n), float(mean), float(max(total_sq / n - mean * mean, 0.0)))
+
+    @classmethod
+    def from_values(cls, x: np.ndarray) -> Moments:
+        if x.size == 0:
+            return cls(0.0, float("nan"), float("nan"))
+        return cls(float(x.size), float(x.mean()), float(x.var()))
+
+
+@dataclass(frozen=True, slots=True)
+class CohortSummary:
+    """What the judge needs to know about one cohort."""
+
+    tasks: Any
+    successes: Any
+    latency: np.ndarray | Histogram
+    tokens: Moments
+    eval_score: Moments
+
+    @property
+    def latency_n(self) -> float:
+        lat = self.latency
+        return float(lat.n) if isinstance(lat, Histogram) else float(lat.size)
+
+    @classmethod
+    def empty(cls) -> CohortSummary:
+        nan = Moments(0.0, float("nan"), float("nan"))
+        return cls(0.0, 0.0, np.empty(0), nan, nan)
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Both cohorts over one analysis window, with anything that makes it untrustworthy."""
+
+    stable: CohortSummary
+    canary: CohortSummary
+    start: datetime | None = None
+    end: datetime | None = None
+    issues: tuple[str, ...] = field(default=())
+    source: str = "events"
+
+    @property
+    def span(self) -> timedelta:
+        if self.start is None or self.end is None:
+            return timedelta(0)
+        return self.end - self.start
+
+
+def summarize(data: pd.DataFrame) -> Summary:
+    """Dispatch on the columns: raw events or per-window aggregates."""
+    cols = set(data.columns)
+    if {"metric", "field", "value"} <= cols:
+        return summarize_aggregates(data)
+    return summarize_events(data)
+
+
+def _require(df: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise EventsError(missing[0], f"missing column; {what} need columns {list(columns)}")
+
+
+def _utc(col: pd.Series, name: str) -> pd.Series:
+    try:
+        ts = pd.to_datetime(col, utc=True)
+    except (ValueError, TypeError) as exc:
+        raise EventsError(name, f"expected UTC timestamps; {exc}") from None
+    if ts.isna().any():
+        raise EventsError(name, f"{int(ts.isna().sum())} rows have no timestamp")
+    return ts
+
+
+def _numeric(
+    df: pd.DataFrame, name: str, *, low: float, high: float = np.inf, nullable: bool = False
+) -> np.ndarray:
+    try:
+        x = pd.to_numeric(df[name]).to_numpy(dtype=float, na_value=np.nan)
+    except (ValueError, TypeError):
+        raise EventsError(name, "expected numbers") from None
+    bad = ~np.isnan(x) & ((x < low) | (x > high) | ~np.isfinite(x))
+    if not nullable:
+        bad |= np.isnan(x)
+    if bad.any():
+        expect = f"in [{low:g}, {high:g}]" if np.isfinite(high) else f"a finite number >= {low:g}"
+        kind = "NaN, infinite or out of range" if not nullable else "out of range"
+        raise EventsError(name, f"{int(bad.sum())} rows are {kind}; expected {expect}")
+    return x
+
+
+def summarize_events(events: pd.DataFrame) -> Summary:
+    """Reduce raw events (one row per finished task) to per-cohort statistics.
+
+    Row order does not matter: every statistic used is order-free, so events
+    arriving out of order from several producers are fine. Duplicated
+    ``request_id`` values are rejected (idempotent ingestion would drop them).
+    """
+    _require(events, EVENT_COLUMNS[:5], "raw events")
+    cohort = events["cohort"].astype(str).to_numpy()
+    unknown = sorted(set(np.unique(cohort)) - set(COHORTS))
+    if unknown:
+        raise EventsError(
+            "cohort", f"unknown labels {unknown[:5]}; expected 'stable', 'canary' or 'shadow'"
+        )
+    success = events["success"]
+    if success.isna().any():
+        raise EventsError(
+            "success", f"{int(success.isna().sum())} rows are missing; expected true or false"
+        )
+    succ = success.to_numpy()
+    if succ.dtype != bool:
+        succ_f = pd.to_numeric(success, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        if np.any(~np.isin(succ_f, (0.0, 1.0))):
+            raise EventsError("success", "expected booleans (true/false or 1/0)")
+        succ = succ_f == 1.0
+    latency = _numeric(events, "latency_ms", low=0.0)
+    tokens = _numeric(events, "tokens", low=0.0)
+    has_eval = "eval_score" in events.columns
+    score = _numeric(events, "eval_score", low=0.0, high=1.0, nullable=True) if has_eval else None
+    if "request_id" in events.columns:
+        dup = events["request_id"].dropna().duplicated()
+        if dup.any():
+            raise EventsError(
+                "request_id", f"{int(dup.sum())} duplicated values; each task must appear once"
+            )
+    ts = _utc(events["ts"], "ts")
+    cohorts = {}
+    for name in ("stable", "canary"):
+        mask = cohort == name
+        sc = score[mask] if score is not None else np.empty(0)
+        cohorts[name] = CohortSummary(
+            tasks=float(mask.sum()),
+            successes=float(np.count_nonzero(succ[mask])),
+            latency=latency[mask],
+            tokens=Moments.from_values(tokens[mask]),
+            eval_score=Moments.from_values(sc[~np.isnan(sc)]),
+        )
+    start = ts.min().to_pydatetime() if len(ts) else None
+    end = ts.max().to_pydatetime() if len(ts) else None
+    return Summary(cohorts["stable"], cohorts["canary"], start, end, (), "events")
+
+
+def summarize_aggregates(aggregates: pd.DataFrame) -> Summary:
+    """Reduce per-window aggregates (Prometheus style) to per-cohort statistics.
+
+    One row per cohort x metric x field x window, with ``field`` one of
+    ``count``, ``success``, ``sum``, ``sum_sq`` or ``bucket`` (cumulative, with
+    its ``le``). Metrics: ``tasks`` (``count``, ``success``), ``latency_ms``
+    (``bucket``), ``tokens_per_task`` and ``eval_score`` (``count``, ``sum``,
+    ``sum_sq``). Windows must not overlap; NaN values make the summary
+    untrustworthy (the judge holds) rather than an error.
+    """
+    _require(aggregates, AGGREGATE_COLUMNS, "aggregates")
+    df = aggregates.copy()
+    df["window_start"] = _utc(df["window_start"], "window_start")
+    df["window_end"] = _utc(df["window_end"], "window_end")
+    if (df["window_end"] <= df["window_start"]).any():
+        raise EventsError("window_end", "every window must end after it starts")
+    unknown = sorted(set(df["cohort"].astype(str)) - set(COHORTS))
+    if unknown:
+        raise EventsError(
+            "cohort", f"unknown labels {unknown[:5]}; expected 'stable', 'canary' or 'shadow'"
+        )
+    values = pd.to_numeric(df["value"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    issues: list[str] = []
+    nan = np.isnan(values)
+    if nan.any():
+        issues.append(f"{int(nan.sum())} aggregate values are NaN or missing (partial data)")
+    if np.any(values[~nan] < 0):
+        raise EventsError("value", "aggregate counts and sums must be >= 0")
+    df["value"] = values
+    key = ["cohort", "metric", "field", "le"]
+    df["le"] = pd.to_numeric(df["le"], errors="coerce")
+    for _, group in df.sort_values("window_start").groupby(key, dropna=False):
+        starts, ends = group["window_start"].to_numpy(), group["window_end"].to_numpy()
+        if np.any(starts[1:] < ends[:-1]):
+            raise EventsError(
+                "window_start",
+                "windows overlap; use non-overlapping windows (increase(...[w]) with step = w)",
+            )
+    totals = df.groupby(key, dropna=False)["value"].sum(min_count=1)
+    cohorts = {name: _cohort_from_totals(totals, name, issues) for name in ("stable", "canary")}
+    start = df["window_start"].min().to_pydatetime() if len(df) else None
+    end = df["window_end"].max().to_pydatetime() if len(df) else None
+    return Summary(cohorts["stable"], cohorts["canary"], start, end, tuple(issues), "aggregates")
+
+
+def _cohort_from_totals(totals: pd.Series, cohort: str, issues: list[str]) -> CohortSummary:
+    def get(metric: str, fld: str) -> float:
+        try:
+            v = totals.loc[(cohort, metric, fld, np.nan)]
+        except KeyError:
+            return 0.0
+        return float(v.iloc[0]) if isinstance(v, pd.Series) else float(v)
+
+    tasks, successes = get("tasks", "count"), get("tasks", "success")
+    if successes > tasks:
+        raise EventsError("value", f"{cohort}: tasks.success exceeds tasks.count")
+    try:
+        buckets = totals.loc[(cohort, "latency_ms", "bucket")].dropna().sort_index()
+    except KeyError:
+        buckets = pd.Series(dtype=float)
+    if len(buckets):
+        edges = buckets.index.to_numpy(dtype=float)
+        counts = np.maximum.accumulate(buckets.to_numpy(dtype=float))
+        if np.any(np.diff(buckets.to_numpy(dtype=float)) < 0):
+            issues.append(f"{cohort}: latency buckets are not cumulative")
+        latency: np.ndarray | Histogram = Histogram(edges, counts)
+    else:
+        latency = np.empty(0)
+
+    def moments(metric: str) -> Moments:
+        n, s, s2 = get(metric, "count"), get(metric, "sum"), get(metric, "sum_sq")
+        if n > 0 and s2 == 0 and s > 0:
+            issues.append(f"{cohort}: {metric} has no sum_sq, so its variance is unknown")
+        return Moments.from_sums(n, s, s2)
+
+    return CohortSummary(
+        tasks, successes, latency, moments("tokens_per_task"), moments("eval_score")
+    )
