@@ -40,10 +40,16 @@ class GuardrailVerdict:
     enough_data: bool
 
     def evidence(self) -> str:
+        """One sentence: the guardrail, its status and the numbers behind it."""
+        n = f"{self.n_canary:.0f} canary" + (f" / {self.n_stable:.0f} stable" if self.n_stable else "")
         return (
             f"{self.name} {self.reason} (estimate {self.estimate:.4g}, anytime-valid interval "
-            f"[{self.low:.4g}, {self.high:.4g}], {self.n_canary:.0f} canary / {self.n_stable:.0f} stable)"
+            f"[{self.low:.4g}, {self.high:.4g}], {n})"
         )
+
+    def brief(self) -> str:
+        """The estimate and interval alone, for tables."""
+        return f"{self.name} {self.estimate:.4g} [{self.low:.4g}, {self.high:.4g}]"
 
     def to_dict(self) -> dict[str, Any]:
         return {

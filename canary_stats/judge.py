@@ -302,13 +302,13 @@ def _guardrail_verdict(g: Guardrail, r: SequentialTestResult, policy: Policy) ->
     status, enough = str(status_a), bool(enough_a)
     low, high = float(r.confidence_interval.low), float(r.confidence_interval.high)
     if status == "fail":
-        reason = f"violated: {g.describe()}"
+        reason = f"violates '{g.describe()}'"
     elif status == "pass":
-        reason = f"proven: {g.describe()}"
+        reason = f"proven within '{g.describe()}'"
     elif not enough:
         reason = f"too little data ({n_c:.0f} canary, {n_s:.0f} stable; need {policy.min_samples})"
     else:
-        reason = f"not yet decided: {g.describe()}"
+        reason = f"not yet decided against '{g.describe()}'"
     return GuardrailVerdict(
         name=g.name,
         metric=g.metric,

@@ -10,7 +10,7 @@ seeded validation tests; `judge` gives the same answer check by check.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -154,13 +154,15 @@ def simulate_rollout(
     check_every: timedelta = timedelta(minutes=5),
     max_hold: float = 1.0,
     verdicts: bool = False,
+    on_check: Callable[[Check], None] | None = None,
     rng: np.random.Generator | int | None = None,
 ) -> RolloutOutcome:
     """Walk the policy's stages on synthetic traffic, checking every ``check_every``.
 
     A stage that neither promotes nor rolls back within ``(1 + max_hold)`` times
     its minimum duration ends the rollout as ``"stalled"``. With
-    ``verdicts=True`` each check also carries the full `Verdict` from `judge`.
+    ``verdicts=True`` each check also carries the full `Verdict` from `judge`;
+    ``on_check`` is called after every check (for progress displays).
     """
     workload = workload or Workload()
     gen = np.random.default_rng(rng)
@@ -189,6 +191,8 @@ def simulate_rollout(
                     summary_at(summary, k), policy, stage=stage, elapsed=timedelta(minutes=minute)
                 )
             checks.append(Check(stage, minute, decision, verdict))
+            if on_check is not None:
+                on_check(checks[-1])
             if decision != "hold":
                 ended = (decision, minute, failed)
                 break

@@ -186,8 +186,9 @@ def summarize_events(events: pd.DataFrame) -> Summary:
             tokens=Moments.from_values(tokens[mask]),
             eval_score=Moments.from_values(sc[~np.isnan(sc)]),
         )
-    start = ts.min().to_pydatetime() if len(ts) else None
-    end = ts.max().to_pydatetime() if len(ts) else None
+    # Microsecond precision is plenty for a span of minutes and keeps datetime happy.
+    start = ts.min().floor("us").to_pydatetime() if len(ts) else None
+    end = ts.max().floor("us").to_pydatetime() if len(ts) else None
     return Summary(cohorts["stable"], cohorts["canary"], start, end, (), "events")
 
 
@@ -231,8 +232,8 @@ def summarize_aggregates(aggregates: pd.DataFrame) -> Summary:
             )
     totals = df.groupby(key, dropna=False)["value"].sum(min_count=1)
     cohorts = {name: _cohort_from_totals(totals, name, issues) for name in ("stable", "canary")}
-    start = df["window_start"].min().to_pydatetime() if len(df) else None
-    end = df["window_end"].max().to_pydatetime() if len(df) else None
+    start = df["window_start"].min().floor("us").to_pydatetime() if len(df) else None
+    end = df["window_end"].max().floor("us").to_pydatetime() if len(df) else None
     return Summary(cohorts["stable"], cohorts["canary"], start, end, tuple(issues), "aggregates")
 
 
