@@ -41,7 +41,9 @@ class GuardrailVerdict:
 
     def evidence(self) -> str:
         """One sentence: the guardrail, its status and the numbers behind it."""
-        n = f"{self.n_canary:.0f} canary" + (f" / {self.n_stable:.0f} stable" if self.n_stable else "")
+        n = f"{self.n_canary:.0f} canary" + (
+            f" / {self.n_stable:.0f} stable" if self.n_stable else ""
+        )
         return (
             f"{self.name} {self.reason} (estimate {self.estimate:.4g}, anytime-valid interval "
             f"[{self.low:.4g}, {self.high:.4g}], {n})"

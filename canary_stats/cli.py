@@ -6,7 +6,7 @@ Exit codes of ``analyze``: 0 promote, 10 hold, 20 rollback, 2 bad input.
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -29,10 +29,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-_err = Console(stderr=True)
+_err = Console(stderr=True, soft_wrap=True)
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     json = "json"
     table = "table"
 
@@ -44,13 +44,20 @@ def _fail(exc: CanaryStatsError) -> typer.Exit:
 
 @app.command()
 def analyze(
-    events: Annotated[Path, typer.Argument(help="Raw events or aggregates: .parquet, .csv or .jsonl.")],
-    manifest: Annotated[Path, typer.Option(help="Release manifest (YAML) whose spec.rollout is the policy.")],
+    events: Annotated[
+        Path, typer.Argument(help="Raw events or aggregates: .parquet, .csv or .jsonl.")
+    ],
+    manifest: Annotated[
+        Path, typer.Option(help="Release manifest (YAML) whose spec.rollout is the policy.")
+    ],
     stage: Annotated[int, typer.Option(help="Index of the current stage (0 = first).")],
     elapsed: Annotated[
-        str | None, typer.Option(help="Time in the stage, e.g. 30m or 2h (default: span of the data).")
+        str | None,
+        typer.Option(help="Time in the stage, e.g. 30m or 2h (default: span of the data)."),
     ] = None,
-    format: Annotated[OutputFormat, typer.Option("--format", help="json or table.")] = OutputFormat.json,
+    format: Annotated[
+        OutputFormat, typer.Option("--format", help="json or table.")
+    ] = OutputFormat.json,
 ) -> None:
     """Judge a canary from its events; exit 0 promote, 10 hold, 20 rollback, 2 bad input."""
     try:
@@ -74,7 +81,14 @@ def verdict_table(verdict: Verdict) -> Table:
         caption=verdict.reason,
         caption_justify="left",
     )
-    for col in ("guardrail", "status", "estimate", "anytime-valid interval", "limit", "n canary / stable"):
+    for col in (
+        "guardrail",
+        "status",
+        "estimate",
+        "anytime-valid interval",
+        "limit",
+        "n canary / stable",
+    ):
         table.add_column(col)
     styles = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
     for m in verdict.metrics.values():

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from .policy import Policy
@@ -64,7 +64,9 @@ def _timeline(console: Console, policy: Policy, outcome: RolloutOutcome) -> None
         traffic = policy.stages[stage].traffic
         console.print(f"  stage {stage} {traffic:>3g}% {policy.stage_mode(stage):5}  {marks}")
         if last.verdict is not None:
-            console.print(f"           at {last.minute:.0f} min: {last.verdict.reason}", highlight=False)
+            console.print(
+                f"           at {last.minute:.0f} min: {last.verdict.reason}", highlight=False
+            )
 
 
 def run_demo(*, seed: int = 7, console: Console | None = None) -> list[RolloutOutcome]:
@@ -74,7 +76,8 @@ def run_demo(*, seed: int = 7, console: Console | None = None) -> list[RolloutOu
     workload = Workload()
     console.rule("[bold]canary_stats demo")
     console.print(
-        f"Rollout 1% (30 min) → 10% (2 h) → 50% (6 h) → 100%, {workload.tasks_per_minute:g} tasks/min, "
+        "Rollout 1% (30 min) → 10% (2 h) → 50% (6 h) → 100%, "
+        f"{workload.tasks_per_minute:g} tasks/min, "
         f"a check every 5 min; family-wise false-rollback α = {policy.alpha:g}.\n"
         "Timeline marks: · hold  ✓ promote  ✗ rollback\n",
         highlight=False,
@@ -90,8 +93,10 @@ def run_demo(*, seed: int = 7, console: Console | None = None) -> list[RolloutOu
         ) as progress:
             task = progress.add_task(release.name, total=None, where="")
 
-            def tick(check: Check, task_id: int = task) -> None:
-                progress.update(task_id, advance=1, where=f"stage {check.stage}, {check.minute:.0f} min")
+            def tick(check: Check, task_id: TaskID = task) -> None:
+                progress.update(
+                    task_id, advance=1, where=f"stage {check.stage}, {check.minute:.0f} min"
+                )
 
             outcome = simulate_rollout(
                 policy,

@@ -2,8 +2,9 @@
 
 Decision at a check (DESIGN.md, "The verdict"):
 
+0. partial or NaN data -> **hold** (the numbers cannot support any decision);
 1. any guardrail ``fail`` -> **rollback**;
-2. untrustworthy data, a cohort without data, or a sample-ratio mismatch -> **hold**;
+2. a cohort without data or a sample-ratio mismatch -> **hold**;
 3. stage minimum duration reached and the stage's requirement met -> **promote**
    (``guard``: no violation proven and minimum samples reached; ``prove``: every
    guardrail ``pass``);
@@ -127,6 +128,7 @@ def judge(summary: Summary, policy: Policy, *, stage: int, elapsed: timedelta) -
         data_problem=hold_reason is not None,
         mode=mode,
         duration_reached=left <= 0,
+        untrusted=bool(summary.issues),
     )
     if decision == "rollback":
         failed = [v for v in verdicts.values() if v.status == "fail"]
@@ -140,7 +142,10 @@ def judge(summary: Summary, policy: Policy, *, stage: int, elapsed: timedelta) -
                 f"with {summary.canary.tasks:.0f} canary tasks (guard stage)"
             )
         else:
-            why = f"every guardrail proven within its margin after {minutes:.0f} min at {stage_obj.traffic:g}% (prove stage)"
+            why = (
+                f"every guardrail proven within its margin after {minutes:.0f} min "
+                f"at {stage_obj.traffic:g}% (prove stage)"
+            )
         return Verdict("promote", f"promote: {why}.", **common)
     if hold_reason:
         return Verdict("hold", f"hold: {hold_reason}.", **common)
@@ -197,7 +202,7 @@ def _bounded_var(m: Any) -> Any:
 
 def _evaluate(g: Guardrail, s: Summary, policy: Policy, share: float) -> SequentialTestResult:
     n_two, n_can, n_sta = _tuning(policy, share)
-    opts = {
+    opts: dict[str, Any] = {
         "alternative": g.alternative,
         "alpha": policy.alpha_per_test(),
         "alpha_pass": policy.alpha_pass(),
@@ -285,8 +290,16 @@ def decide(
     data_problem: bool,
     mode: str,
     duration_reached: bool,
+    untrusted: bool = False,
 ) -> str:
-    """The decision rule of DESIGN.md, on plain values (shared by `judge` and simulations)."""
+    """The decision rule of DESIGN.md, on plain values (shared by `judge` and simulations).
+
+    ``untrusted`` (partial or NaN data) holds even before a proven violation: the
+    numbers behind that proof are the ones in doubt. A sample-ratio mismatch does
+    not stop a rollback, since a crashing canary causes both.
+    """
+    if untrusted:
+        return "hold"
     if "fail" in statuses:
         return "rollback"
     if data_problem or not all(enough) or not duration_reached:

@@ -24,6 +24,7 @@ difference canary - stable; ``min_ratio``/``max_ratio`` bound canary / stable.
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -168,7 +169,7 @@ class Policy(_Model):
     @model_validator(mode="after")
     def _check_stages(self) -> Policy:
         traffic = [s.traffic for s in self.stages]
-        if any(b <= a for a, b in zip(traffic, traffic[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(traffic)):
             raise ValueError(f"stage traffic must rise strictly; got {traffic}")
         if not self.analysed_stages:
             raise ValueError("at least one stage must send less than 100% to the canary")
@@ -211,7 +212,8 @@ class Policy(_Model):
         if self.stages[stage].traffic >= 100:
             raise PolicyError(
                 "stage",
-                f"stage {stage} sends 100% of traffic to the canary: there is no stable cohort to compare",
+                f"stage {stage} sends 100% of traffic to the canary: "
+                "there is no stable cohort to compare",
             )
         return self.stages[stage]
 

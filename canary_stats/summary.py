@@ -230,26 +230,29 @@ def summarize_aggregates(aggregates: pd.DataFrame) -> Summary:
                 "window_start",
                 "windows overlap; use non-overlapping windows (increase(...[w]) with step = w)",
             )
-    totals = df.groupby(key, dropna=False)["value"].sum(min_count=1)
-    cohorts = {name: _cohort_from_totals(totals, name, issues) for name in ("stable", "canary")}
+    is_bucket = df["field"] == "bucket"
+    totals = df[~is_bucket].groupby(["cohort", "metric", "field"])["value"].sum(min_count=1)
+    buckets = df[is_bucket].groupby(["cohort", "metric", "le"])["value"].sum(min_count=1)
+    cohorts = {
+        name: _cohort_from_totals(totals, buckets, name, issues) for name in ("stable", "canary")
+    }
     start = df["window_start"].min().floor("us").to_pydatetime() if len(df) else None
     end = df["window_end"].max().floor("us").to_pydatetime() if len(df) else None
     return Summary(cohorts["stable"], cohorts["canary"], start, end, tuple(issues), "aggregates")
 
 
-def _cohort_from_totals(totals: pd.Series, cohort: str, issues: list[str]) -> CohortSummary:
+def _cohort_from_totals(
+    totals: pd.Series, bucket_totals: pd.Series, cohort: str, issues: list[str]
+) -> CohortSummary:
     def get(metric: str, fld: str) -> float:
-        try:
-            v = totals.loc[(cohort, metric, fld, np.nan)]
-        except KeyError:
-            return 0.0
-        return float(v.iloc[0]) if isinstance(v, pd.Series) else float(v)
+        v = totals.get((cohort, metric, fld), 0.0)
+        return 0.0 if pd.isna(v) else float(v)
 
     tasks, successes = get("tasks", "count"), get("tasks", "success")
     if successes > tasks:
         raise EventsError("value", f"{cohort}: tasks.success exceeds tasks.count")
     try:
-        buckets = totals.loc[(cohort, "latency_ms", "bucket")].dropna().sort_index()
+        buckets = bucket_totals.loc[(cohort, "latency_ms")].dropna().sort_index()
     except KeyError:
         buckets = pd.Series(dtype=float)
     if len(buckets):

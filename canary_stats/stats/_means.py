@@ -243,7 +243,7 @@ def _fieller(
     bounded = (qa > 0) & (disc >= 0)
     root = np.sqrt(np.where(bounded, disc, 0.0))
     end = (-qb - root) / (2.0 * qa) if lower else (-qb + root) / (2.0 * qa)
-    return np.where(bounded, end, -np.inf if lower else np.inf)  # type: ignore[no-any-return]
+    return np.where(bounded, end, -np.inf if lower else np.inf)
 
 
 def _shrunk_proportion(successes: FloatArray, n: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -382,4 +382,4 @@ def _invert_proportion(
             lo, hi = np.where(rejected, mid, lo), np.where(rejected, hi, mid)
         else:  # rejected p0 lie above the bound
             lo, hi = np.where(rejected, lo, mid), np.where(rejected, mid, hi)
-    return lo if lower else hi  # type: ignore[no-any-return]
+    return lo if lower else hi

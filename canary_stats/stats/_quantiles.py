@@ -82,7 +82,7 @@ class Histogram:
     @property
     def n(self) -> FloatArray:
         """Total number of observations (the last cumulative count)."""
-        return self.counts[..., -1]  # type: ignore[no-any-return]
+        return self.counts[..., -1]
 
     @classmethod
     def from_samples(cls, samples: ArrayLike, upper_bounds: ArrayLike) -> Histogram:
@@ -146,13 +146,13 @@ def _threshold(
             mid = np.floor(0.5 * (lo + hi))
             ok = rejects(np.maximum(mid, 0.0)) & (mid >= 0)
             lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
-        return np.where(rejects(hi), hi, lo)  # type: ignore[no-any-return]
+        return np.where(rejects(hi), hi, lo)
     lo, hi = np.zeros(n.shape), n + 1.0  # smallest s in [0, n] that rejects
     while np.any(hi - lo > 1):
         mid = np.floor(0.5 * (lo + hi))
         ok = rejects(mid)
         lo, hi = np.where(ok, lo, mid), np.where(ok, mid, hi)
-    return np.where(rejects(lo) & (lo <= n), lo, hi)  # type: ignore[no-any-return]
+    return np.where(rejects(lo) & (lo <= n), lo, hi)
 
 
 def _bounds_from_samples(

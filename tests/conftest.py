@@ -1,0 +1,84 @@
+"""Shared fixtures: the seed manifest, policies and small synthetic event sets."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import canary_stats as cs
+from canary_stats.sources.synthetic import Regression, Workload, generate_events
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED_MANIFEST = ROOT / "examples" / "research-agent.manifest.yaml"
+
+RELATIVE_ROLLOUT = {
+    "stages": [
+        {"traffic": 1, "duration": "30m"},
+        {"traffic": 10, "duration": "2h"},
+        {"traffic": 50, "duration": "6h"},
+        {"traffic": 100},
+    ],
+    "guardrails": {
+        "task_success_rate": {"max_drop": 0.02},
+        "p95_latency_ms": {"max_ratio": 1.2},
+        "tokens_per_task": {"max_ratio": 1.15},
+        "eval_score": {"max_drop": 0.03},
+    },
+}
+
+
+@pytest.fixture
+def seed_policy() -> cs.Policy:
+    return cs.Policy.from_manifest(SEED_MANIFEST)
+
+
+@pytest.fixture
+def relative_policy() -> cs.Policy:
+    return cs.Policy.from_dict(RELATIVE_ROLLOUT)
+
+
+def events(
+    share: float = 0.10,
+    minutes: float = 120,
+    regression: Regression | None = None,
+    seed: int = 1,
+) -> pd.DataFrame:
+    return generate_events(
+        Workload(),
+        canary_share=share,
+        duration=timedelta(minutes=minutes),
+        regression=regression,
+        rng=np.random.default_rng(seed),
+    )
+
+
+def to_aggregates(df: pd.DataFrame, edges: np.ndarray, window: str = "5min") -> pd.DataFrame:
+    """Bin raw events into non-overlapping windows, Prometheus style (cumulative buckets)."""
+    rows = []
+    ts = pd.to_datetime(df["ts"], utc=True)
+    start = ts.dt.floor(window)
+    width = pd.Timedelta(window)
+    for (w, cohort), g in df.assign(_w=start).groupby(["_w", "cohort"]):
+        end = w + width
+        base = {"window_start": w, "window_end": end, "cohort": cohort, "le": np.nan}
+        rows.append({**base, "metric": "tasks", "field": "count", "value": len(g)})
+        rows.append(
+            {**base, "metric": "tasks", "field": "success", "value": int(g["success"].sum())}
+        )
+        lat = np.sort(g["latency_ms"].to_numpy())
+        for le in edges:
+            count = np.searchsorted(lat, le, side="right")
+            rows.append(
+                {**base, "metric": "latency_ms", "field": "bucket", "le": le, "value": count}
+            )
+        tok = g["tokens"].to_numpy(dtype=float)
+        score = g["eval_score"].dropna().to_numpy(dtype=float)
+        for metric, x in (("tokens_per_task", tok), ("eval_score", score)):
+            rows.append({**base, "metric": metric, "field": "count", "value": x.size})
+            rows.append({**base, "metric": metric, "field": "sum", "value": x.sum()})
+            rows.append({**base, "metric": metric, "field": "sum_sq", "value": (x * x).sum()})
+    return pd.DataFrame(rows)

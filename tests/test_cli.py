@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from canary_stats.cli import app
+from canary_stats.sources.synthetic import Regression
+
+from .conftest import SEED_MANIFEST, events
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("cli")
+    bad = events(minutes=120, regression=Regression(success_drop=0.05), seed=31)
+    good = events(minutes=120, seed=32)
+    paths = {"bad": d / "bad.parquet", "good": d / "good.csv", "broken": d / "broken.csv"}
+    bad.to_parquet(paths["bad"])
+    good.to_csv(paths["good"], index=False)
+    broken = good.copy()
+    broken.loc[broken.index[0], "latency_ms"] = -5
+    broken.to_csv(paths["broken"], index=False)
+    return paths
+
+
+def _run(*args: str) -> tuple[int, str]:
+    res = runner.invoke(app, list(args))
+    return res.exit_code, res.output
+
+
+def test_exit_codes(files: dict[str, Path]) -> None:
+    code, out = _run("analyze", str(files["bad"]), "--manifest", str(SEED_MANIFEST), "--stage", "1")
+    assert code == 20 and json.loads(out)["decision"] == "rollback"
+    code, out = _run(
+        "analyze",
+        str(files["good"]),
+        "--manifest",
+        str(SEED_MANIFEST),
+        "--stage",
+        "1",
+        "--elapsed",
+        "2h",
+    )
+    assert code == 0 and json.loads(out)["decision"] == "promote"
+    code, out = _run(
+        "analyze",
+        str(files["good"]),
+        "--manifest",
+        str(SEED_MANIFEST),
+        "--stage",
+        "1",
+        "--elapsed",
+        "30m",
+    )
+    assert code == 10 and json.loads(out)["decision"] == "hold"
+
+
+def test_bad_input_exits_2_naming_the_field(files: dict[str, Path], tmp_path: Path) -> None:
+    code, out = _run(
+        "analyze", str(files["broken"]), "--manifest", str(SEED_MANIFEST), "--stage", "1"
+    )
+    assert code == 2 and "latency_ms" in out
+    code, out = _run(
+        "analyze", str(files["good"]), "--manifest", str(SEED_MANIFEST), "--stage", "3"
+    )
+    assert code == 2 and "no stable cohort" in out
+    code, out = _run(
+        "analyze", str(tmp_path / "nope.parquet"), "--manifest", str(SEED_MANIFEST), "--stage", "0"
+    )
+    assert code == 2 and "no such file" in out
+
+
+def test_table_format(files: dict[str, Path]) -> None:
+    code, out = _run(
+        "analyze",
+        str(files["bad"]),
+        "--manifest",
+        str(SEED_MANIFEST),
+        "--stage",
+        "1",
+        "--format",
+        "table",
+    )
+    assert code == 20 and "ROLLBACK" in out and "task_success_rate" in out
+
+
+def test_console_script_and_demo_run() -> None:
+    exe = Path(sys.executable).with_name("canary-stats")
+    res = subprocess.run(
+        [str(exe), "demo", "--seed", "7"], capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 0, res.stderr
+    assert "promoted" in res.stdout and "rolled back" in res.stdout

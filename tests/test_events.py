@@ -1,0 +1,110 @@
+"""Bad input: a clear error naming the field, or a hold for missing data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import canary_stats as cs
+from canary_stats.errors import EventsError
+
+from .conftest import events
+
+
+def _bad(df: pd.DataFrame, field: str, message: str) -> None:
+    with pytest.raises(EventsError) as info:
+        cs.summarize(df)
+    assert info.value.field == field
+    assert message in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def base() -> pd.DataFrame:
+    return events(minutes=10, seed=3)
+
+
+def test_unknown_cohort_label(base: pd.DataFrame) -> None:
+    df = base.copy()
+    df.loc[df.index[:3], "cohort"] = "baseline"
+    _bad(df, "cohort", "unknown labels ['baseline']")
+
+
+@pytest.mark.parametrize("column", ["latency_ms", "tokens"])
+@pytest.mark.parametrize("value", [np.nan, -1.0, np.inf])
+def test_nan_or_negative_latency_and_tokens(base: pd.DataFrame, column: str, value: float) -> None:
+    df = base.copy()
+    df.loc[df.index[5], column] = value
+    _bad(df, column, "1 rows are NaN, infinite or out of range; expected a finite number >= 0")
+
+
+def test_eval_scores_outside_unit_interval(base: pd.DataFrame) -> None:
+    df = base.copy()
+    df.loc[df.index[:2], "eval_score"] = [1.5, -0.1]
+    _bad(df, "eval_score", "2 rows are out of range; expected in [0, 1]")
+
+
+def test_missing_eval_scores_are_fine(base: pd.DataFrame) -> None:
+    df = base.copy()
+    df["eval_score"] = np.nan
+    s = cs.summarize(df)
+    assert s.canary.eval_score.n == 0 and s.canary.tasks > 0
+
+
+def test_duplicated_request_ids(base: pd.DataFrame) -> None:
+    df = pd.concat([base, base.iloc[:4]])
+    _bad(df, "request_id", "4 duplicated values")
+
+
+def test_missing_column_and_bad_success(base: pd.DataFrame) -> None:
+    _bad(base.drop(columns="latency_ms"), "latency_ms", "missing column")
+    df = base.copy()
+    df["success"] = df["success"].astype(object)
+    df.loc[df.index[0], "success"] = None
+    _bad(df, "success", "1 rows are missing")
+    df = base.copy()
+    df["success"] = 2
+    _bad(df, "success", "expected booleans")
+
+
+def test_unsorted_and_duplicated_timestamps_give_the_same_summary(base: pd.DataFrame) -> None:
+    shuffled = base.sample(frac=1.0, random_state=1)
+    shuffled.loc[shuffled.index[:10], "ts"] = shuffled["ts"].iloc[0]  # ties are legitimate
+    shuffled["ts"] = base["ts"].sample(frac=1.0, random_state=2).to_numpy()
+    a, b = cs.summarize(base), cs.summarize(shuffled)
+    assert a.canary.tasks == b.canary.tasks and a.stable.successes == b.stable.successes
+    assert np.sort(a.canary.latency).tolist() == np.sort(b.canary.latency).tolist()  # type: ignore[arg-type]
+
+
+def test_bad_timestamps(base: pd.DataFrame) -> None:
+    df = base.copy()
+    df["ts"] = "yesterday-ish"
+    _bad(df, "ts", "expected UTC timestamps")
+
+
+def test_overlapping_aggregate_windows_are_rejected() -> None:
+    row = {"cohort": "canary", "metric": "tasks", "field": "count", "le": np.nan, "value": 5}
+    df = pd.DataFrame(
+        [
+            {**row, "window_start": "2026-01-01T00:00Z", "window_end": "2026-01-01T00:05Z"},
+            {**row, "window_start": "2026-01-01T00:03Z", "window_end": "2026-01-01T00:08Z"},
+        ]
+    )
+    _bad(df, "window_start", "windows overlap")
+
+
+def test_nan_aggregates_are_a_hold_not_an_error(seed_policy: cs.Policy) -> None:
+    rows = []
+    for cohort, n in (("stable", 9000), ("canary", 1000)):
+        base = {
+            "window_start": "2026-01-01T00:00Z",
+            "window_end": "2026-01-01T02:00Z",
+            "cohort": cohort,
+        }
+        rows += [
+            {**base, "metric": "tasks", "field": "count", "le": np.nan, "value": n},
+            {**base, "metric": "tasks", "field": "success", "le": np.nan, "value": np.nan},
+        ]
+    verdict = cs.analyze(pd.DataFrame(rows), seed_policy, stage=1)
+    assert verdict.decision == "hold"
+    assert "NaN" in verdict.reason and "cannot be trusted" in verdict.reason
