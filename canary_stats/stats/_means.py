@@ -51,9 +51,14 @@ def _levels(alternative: Alternative, alpha: float, alpha_pass: float) -> tuple[
 
 
 def _common_iv(
-    margin: float, alternative: str, alpha: float, alpha_pass: float | None, n_tune: float
+    margin: float,
+    alternative: str,
+    alpha: float,
+    alpha_pass: float | None,
+    n_tune: float,
+    name: str = "margin",
 ) -> tuple[float, Alternative, float, float, float]:
-    margin = check_finite(margin, "margin")
+    margin = check_finite(margin, name)
     alt = check_alternative(alternative)
     alpha = check_alpha(alpha)
     alpha_pass = alpha if alpha_pass is None else check_alpha(alpha_pass, "alpha_pass")
@@ -115,7 +120,7 @@ def mean_bound(
     minimum sample size guards the first looks.
     """
     bound, alt, alpha, alpha_pass, n_tune = _common_iv(
-        bound, alternative, alpha, alpha_pass, n_tune
+        bound, alternative, alpha, alpha_pass, n_tune, "bound"
     )
     n_a, mean_a, var_a = _moments_iv(n, mean, var, "canary")
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -333,7 +338,7 @@ def proportion_bound(
     sample size, no asymptotics. The interval inverts the same tests.
     """
     bound, alt, alpha, alpha_pass, n_tune = _common_iv(
-        bound, alternative, alpha, alpha_pass, n_tune
+        bound, alternative, alpha, alpha_pass, n_tune, "bound"
     )
     if not 0.0 < bound < 1.0:
         raise ValueError(f"`bound` of a proportion must be in (0, 1); got {bound!r}.")
