@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -74,23 +74,32 @@ class Scenario:
     regression : Regression or None
         The canary's difference from stable (``None``: identical canary).
     guardrail : str or None
-        The seed guardrail that the regression violates (``None`` for the null).
+        The seed guardrail that the regression violates, or touches for a
+        boundary scenario (``None`` for the null).
+    kind : {"null", "regression", "boundary"}
+        ``"boundary"``: the canary sits exactly at a guardrail's limit, so it
+        violates nothing and every rollback is a false one.
     """
 
     name: str
     description: str
     regression: Regression | None
     guardrail: str | None
+    kind: Literal["null", "regression", "boundary"] = "regression"
 
     @property
     def is_null(self) -> bool:
-        return self.regression is None
+        return self.kind == "null"
+
+    @property
+    def is_regression(self) -> bool:
+        return self.kind == "regression"
 
 
-#: Identical canary, then one margin-straddling regression per guardrail: stable sits
-#: inside the seed guardrail and the canary outside it (see `docs/benchmarks.md`).
+#: Identical canary, one margin-straddling regression per guardrail (stable inside the
+#: seed guardrail, the canary outside it), and a canary exactly at one limit.
 SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("null", "identical canary", None, None),
+    Scenario("null", "identical canary", None, None, "null"),
     Scenario(
         "success",
         "success 0.985 -> 0.955 (drop 0.03; limit 0.97)",
@@ -120,6 +129,15 @@ SCENARIOS: tuple[Scenario, ...] = (
         "eval score 0.93 -> 0.87 (drop 0.06; limit 0.90)",
         Regression(eval_drop=0.06),
         "eval_score",
+    ),
+    # Not asked for by the issue: the identical canary sits far inside every limit, so
+    # it cannot show what repeated fixed-horizon looks do to a canary near a limit.
+    Scenario(
+        "eval_at_limit",
+        "eval score 0.93 -> 0.90, exactly at the limit (violates nothing)",
+        Regression(eval_drop=0.03),
+        "eval_score",
+        "boundary",
     ),
 )
 
