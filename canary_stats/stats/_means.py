@@ -67,9 +67,9 @@ def _common_iv(
 
 
 def _moments_iv(n: ArrayLike, mean: ArrayLike, var: ArrayLike, arm: str) -> tuple[FloatArray, ...]:
-    n_a = check_counts(n, f"n_{arm}")
-    mean_a = np.asarray(mean, dtype=float)
-    var_a = np.asarray(var, dtype=float)
+    n_a, mean_a, var_a = np.broadcast_arrays(
+        check_counts(n, f"n_{arm}"), np.asarray(mean, dtype=float), np.asarray(var, dtype=float)
+    )
     if not np.all(np.isfinite(mean_a[n_a > 0])):
         raise ValueError(f"`mean_{arm}` must be finite wherever `n_{arm}` > 0.")
     if np.any(var_a < 0) or not np.all(np.isfinite(var_a[n_a > 0])):
@@ -287,6 +287,18 @@ def proportion_contrast(
         raise ValueError("`successes_*` must not exceed `n_*`.")
     ps, vs = _shrunk_proportion(xs, ns)
     pc, vc = _shrunk_proportion(xc, nc)
+    # Variance floors: with failures rare, a cohort's own plug-in variance is far too
+    # small for its first hundreds of tasks and the sequence under-covers. Floor both
+    # at the pooled rate's variance, and the canary also at the variance it would have
+    # at the null boundary (stable's rate moved by the margin), as a restricted
+    # (Farrington-Manning-style) estimate would.
+    pooled = (xs + xc + 0.5) / (ns + nc + 1.0)
+    v_pooled = pooled * (1.0 - pooled)
+    ps_tilde = (xs + 0.5) / (ns + 1.0)
+    edge = ps_tilde + margin if contrast == "difference" else ps_tilde * margin
+    edge = np.clip(edge, 1e-3, 1 - 1e-3)
+    vs = np.maximum(vs, v_pooled)
+    vc = np.maximum(np.maximum(vc, v_pooled), edge * (1.0 - edge))
     res = mean_contrast(
         ns,
         np.nan_to_num(ps),

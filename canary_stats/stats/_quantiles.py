@@ -124,10 +124,11 @@ def _rank_thresholds(
     point lies under the quantile; ``k_up`` the smallest count that proves it lies
     above. ``s_lo = -1`` and ``k_up = n + 1`` mean no bound yet.
     """
-    return (
-        _threshold(n, q, alpha_low, n_tune, "less"),
-        _threshold(n, q, alpha_high, n_tune, "greater"),
-    )
+    # Thresholds depend on n alone: solve once per distinct n (looks share them).
+    uniq, inverse = np.unique(n, return_inverse=True)
+    low = _threshold(uniq, q, alpha_low, n_tune, "less")[inverse].reshape(n.shape)
+    high = _threshold(uniq, q, alpha_high, n_tune, "greater")[inverse].reshape(n.shape)
+    return low, high
 
 
 def _threshold(
