@@ -13,7 +13,6 @@ Decision at a check (DESIGN.md, "The verdict"):
 
 from __future__ import annotations
 
-import math
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,33 +21,15 @@ import numpy as np
 import pandas as pd
 
 from . import stats
+from ._eta import eta_minutes, tuning
 from ._verdict import GuardrailVerdict, Verdict
 from .errors import EventsError
 from .policy import Guardrail, Policy, parse_duration
+from .sources.files import load_events
 from .stats import SequentialTestResult
 from .summary import Summary, summarize
 
 __all__ = ["analyze", "decide", "effective_status", "judge", "load_events"]
-
-
-def load_events(path: str | Path) -> pd.DataFrame:
-    """Read raw events or aggregates from Parquet, CSV or JSON Lines."""
-    p = Path(path)
-    if not p.exists():
-        raise EventsError(str(p), "no such file")
-    suffix = p.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            return pd.read_parquet(p)
-        if suffix == ".csv":
-            return pd.read_csv(p)
-        if suffix in (".jsonl", ".ndjson"):
-            return pd.read_json(p, lines=True)
-    except (ValueError, OSError) as exc:
-        raise EventsError(str(p), f"cannot read: {exc}") from None
-    raise EventsError(
-        str(p), f"unsupported file type {suffix!r}; expected .parquet, .csv or .jsonl"
-    )
 
 
 def analyze(
@@ -100,11 +81,7 @@ def judge(summary: Summary, policy: Policy, *, stage: int, elapsed: timedelta) -
     srm = stats.sample_ratio_mismatch(
         summary.stable.tasks, summary.canary.tasks, expected_share=share, alpha=policy.srm_alpha
     )
-    verdicts = {
-        name: _guardrail_verdict(g, results[g.name], policy)
-        for g in policy.guardrails
-        for name in [g.name]
-    }
+    verdicts = {g.name: _guardrail_verdict(g, results[g.name], policy) for g in policy.guardrails}
     common = {
         "stage": stage,
         "mode": mode,
@@ -150,7 +127,7 @@ def judge(summary: Summary, policy: Policy, *, stage: int, elapsed: timedelta) -
     if hold_reason:
         return Verdict("hold", f"hold: {hold_reason}.", **common)
     rate = (summary.stable.tasks + summary.canary.tasks) / minutes if minutes > 0 else 0.0
-    eta = _eta(verdicts.values(), mode, left, rate, share, policy)
+    eta = eta_minutes(verdicts.values(), mode, left, rate, share, policy)
     short = [v for v in verdicts.values() if not v.enough_data]
     if short:
         names = ", ".join(
@@ -189,19 +166,13 @@ def _data_problem(summary: Summary, srm: stats.SampleRatioResult) -> str | None:
     return None
 
 
-def _tuning(policy: Policy, share: float) -> tuple[float, float, float]:
-    """Tuning sizes fixed before the data: both cohorts, canary alone, stable alone."""
-    n = float(policy.tuning_samples)
-    return n, max(n * share, 100.0), max(n * (1 - share), 100.0)
-
-
 def _bounded_var(m: Any) -> Any:
     """Variance of a [0, 1] score with one pseudo-observation of the largest variance."""
     return (np.asarray(m.n) * np.nan_to_num(m.var) + 0.25) / (np.asarray(m.n) + 1)
 
 
 def _evaluate(g: Guardrail, s: Summary, policy: Policy, share: float) -> SequentialTestResult:
-    n_two, n_can, n_sta = _tuning(policy, share)
+    n_two, n_can, n_sta = tuning(policy, share)
     opts: dict[str, Any] = {
         "alternative": g.alternative,
         "alpha": policy.alpha_per_test(),
@@ -342,65 +313,3 @@ def _guardrail_verdict(g: Guardrail, r: SequentialTestResult, policy: Policy) ->
         description=g.describe(),
         enough_data=enough,
     )
-
-
-def _eta(
-    verdicts: Any, mode: str, left: float, rate: float, share: float, policy: Policy
-) -> float | None:
-    """Minutes until a decision at the current traffic, projected from the bounds' shrinkage."""
-    if rate <= 0:
-        return None
-    waits = [left]
-    to_rollback: list[float] = []
-    n_two, n_can, _ = _tuning(policy, share)
-    for v in verdicts:
-        if v.status != "inconclusive":
-            continue
-        per_min = rate * share if v.contrast == "absolute" else rate
-        n_now = v.n_canary if v.contrast == "absolute" else v.n_stable + v.n_canary
-        if not v.enough_data:
-            need = max(policy.min_samples - v.n_canary, 0) / max(rate * share, 1e-9)
-            need = max(
-                need, max(policy.min_samples - v.n_stable, 0) / max(rate * (1 - share), 1e-9)
-            )
-            waits.append(need)
-            continue
-        heading_fail = (v.estimate > v.margin) == (v.alternative == "greater")
-        if not heading_fail and mode == "guard":
-            continue
-        n_tune = n_can if v.contrast == "absolute" else n_two
-        t = _projected_minutes(v, n_now, per_min, heading_fail, n_tune, policy)
-        if heading_fail:
-            if t is not None:
-                to_rollback.append(t)
-        elif t is None:
-            return None
-        else:
-            waits.append(t)
-    promote_at = max(waits)
-    return min([promote_at, *to_rollback]) if to_rollback else promote_at
-
-
-def _projected_minutes(
-    v: GuardrailVerdict,
-    n_now: float,
-    per_min: float,
-    heading_fail: bool,
-    n_tune: float,
-    policy: Policy,
-) -> float | None:
-    distance = abs(v.estimate - v.margin)
-    upper_side = (v.alternative == "greater") != heading_fail
-    bound = v.high if upper_side else v.low
-    half = abs(bound - v.estimate)
-    if not (math.isfinite(half) and distance > 0 and n_now > 0 and per_min > 0):
-        return None
-    alpha = policy.alpha_per_test() if heading_fail else policy.alpha_pass()
-    rho = stats.mixture_precision(n_tune, alpha)
-    z_now = float(stats.normal_mixture_boundary(n_now, alpha=alpha, rho=rho))
-    for factor in (1.1**k for k in range(1, 100)):
-        n = n_now * factor
-        z = float(stats.normal_mixture_boundary(n, alpha=alpha, rho=rho))
-        if half * math.sqrt(1 / factor) * z / z_now < distance:
-            return (n - n_now) / per_min
-    return None
