@@ -108,3 +108,22 @@ def test_nan_aggregates_are_a_hold_not_an_error(seed_policy: cs.Policy) -> None:
     verdict = cs.analyze(pd.DataFrame(rows), seed_policy, stage=1)
     assert verdict.decision == "hold"
     assert "NaN" in verdict.reason and "cannot be trusted" in verdict.reason
+
+
+@pytest.mark.parametrize("dtype", ["str", "object", "category"])
+def test_cohort_column_types_give_the_same_summary(base: pd.DataFrame, dtype: str) -> None:
+    ref = cs.summarize(base)
+    got = cs.summarize(base.assign(cohort=base["cohort"].astype(dtype)))
+    assert (got.canary.tasks, got.stable.successes) == (ref.canary.tasks, ref.stable.successes)
+    assert got.canary.tokens == ref.canary.tokens
+
+
+@pytest.mark.parametrize("dtype", ["str", "object", "category"])
+def test_missing_or_unknown_cohorts_name_the_field(base: pd.DataFrame, dtype: str) -> None:
+    df = base.assign(cohort=base["cohort"].astype(object))
+    df.loc[df.index[0], "cohort"] = None
+    _bad(df.assign(cohort=df["cohort"].astype(dtype)), "cohort", "1 rows have no cohort")
+    df.loc[df.index[0], "cohort"] = "blue"
+    _bad(df.assign(cohort=df["cohort"].astype(dtype)), "cohort", "unknown labels ['blue']")
+    empty = pd.Series(pd.Categorical([None] * len(df)), index=df.index)
+    _bad(df.assign(cohort=empty), "cohort", "rows have no cohort")
