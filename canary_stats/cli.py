@@ -104,6 +104,66 @@ def verdict_table(verdict: Verdict) -> Table:
 
 
 @app.command()
+def simulate(
+    manifest: Annotated[
+        Path, typer.Option(help="Release manifest whose rollout plan to simulate.")
+    ],
+    runs: Annotated[int, typer.Option(min=1, help="Number of simulated rollouts.")] = 50,
+    regression: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Canary regression, e.g. success_drop=0.03, latency_factor=1.3, "
+            "tail_share=0.1, tail_factor=3, token_factor=1.2, eval_drop=0.05 (repeatable)."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the first run.")] = 0,
+) -> None:
+    """Operating characteristics of the manifest's rollout plan on synthetic traffic."""
+    from .simulate import simulate_rollout
+    from .sources.synthetic import Regression
+
+    try:
+        policy = Policy.from_manifest(manifest)
+        changes = _parse_regression(regression or [])
+        reg = Regression(**changes)
+    except CanaryStatsError as exc:
+        raise _fail(exc) from None
+    outcomes = [simulate_rollout(policy, None, reg, rng=seed + i) for i in range(runs)]
+    what = ", ".join(f"{k}={v:g}" for k, v in changes.items()) or "identical to stable"
+    table = Table(title=f"{runs} simulated rollouts of {manifest.name}; canary: {what}")
+    for col in ("outcome", "share", "median minutes", "guardrails that failed"):
+        table.add_column(col)
+    for kind in ("promoted", "rolled_back", "stalled"):
+        chosen = [o for o in outcomes if o.outcome == kind]
+        if not chosen:
+            continue
+        minutes = sorted(o.minutes for o in chosen)[len(chosen) // 2]
+        failed = sorted({name for o in chosen for name in o.failed})
+        table.add_row(kind, f"{len(chosen) / runs:.1%}", f"{minutes:.0f}", ", ".join(failed))
+    Console(width=max(Console().width, 120)).print(table)
+
+
+def _parse_regression(items: list[str]) -> dict[str, float]:
+    from dataclasses import fields
+
+    from .sources.synthetic import Regression
+
+    known = {f.name for f in fields(Regression)}
+    out: dict[str, float] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in known:
+            raise InputError(
+                "--regression", f"unknown field {key!r}; expected one of {sorted(known)}"
+            )
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise InputError("--regression", f"{key} needs a number, e.g. {key}=1.2") from None
+    return out
+
+
+@app.command()
 def demo(
     seed: Annotated[int, typer.Option(help="Seed of the simulated traffic.")] = 7,
 ) -> None:

@@ -98,3 +98,18 @@ def test_console_script_and_demo_run() -> None:
     )
     assert res.returncode == 0, res.stderr
     assert "promoted" in res.stdout and "rolled back" in res.stdout
+
+
+def test_simulate_reports_operating_characteristics() -> None:
+    code, out = _run(
+        "simulate",
+        "--manifest",
+        str(SEED_MANIFEST),
+        "--runs",
+        "3",
+        "--regression",
+        "success_drop=0.06",
+    )
+    assert code == 0 and "rolled_back" in out and "task_success_rate" in out
+    code, out = _run("simulate", "--manifest", str(SEED_MANIFEST), "--regression", "speed=2")
+    assert code == 2 and "unknown field 'speed'" in out
