@@ -28,6 +28,7 @@ from .scenarios import CHECK_EVERY, SCENARIOS, Scenario, generate_stage, seed_po
 __all__ = [
     "CANARY_STATS",
     "ORACLE_MARGIN",
+    "ORACLE_MARGIN_BUDGET",
     "ORACLE_STABLE",
     "Record",
     "Summary",
@@ -38,6 +39,8 @@ __all__ = [
 CANARY_STATS = "canary_stats"
 ORACLE_STABLE = "oracle SPRT vs stable"
 ORACLE_MARGIN = "oracle SPRT vs margin"
+# Held to canary_stats' error budget for one guardrail in one stage (α / 12 here).
+ORACLE_MARGIN_BUDGET = f"oracle SPRT vs margin at α={seed_policy().alpha_per_test():.4g}"
 REFERENCES: tuple[Literal["stable", "margin"], ...] = ("stable", "margin")
 
 
@@ -68,6 +71,13 @@ def _monitors(scenario: Scenario, workload: Workload) -> list[Monitor]:
                 monitors.append(
                     OracleSPRT(scenario, workload, reference=ref, continuous=continuous)
                 )
+        # The same oracle held to canary_stats' error budget for one guardrail in one
+        # stage, to separate the price of that budget from the price of the method.
+        oracle = OracleSPRT(
+            scenario, workload, reference="margin", alpha=seed_policy().alpha_per_test()
+        )
+        oracle.name = ORACLE_MARGIN_BUDGET
+        monitors.append(oracle)
         return monitors
     # Under the null the oracle has no regression to know about: run the SPRT of every
     # alternative, each at its full alpha, to show that none rejects more than alpha.

@@ -34,7 +34,7 @@ from canary_stats import analyze, judge, summarize
 
 from .scenarios import seed_policy
 
-__all__ = ["Measurement", "make_events", "measure", "profile", "reference_reduction", "run"]
+__all__ = ["Measurement", "make_events", "measure", "profile", "run"]
 
 STAGE = 1  # the brief's call: analyze(events, policy, stage=1)
 
@@ -68,41 +68,6 @@ def make_events(n_per_cohort: int, seed: int = 0) -> pd.DataFrame:
             "eval_score": score,
         }
     )
-
-
-def reference_reduction(events: pd.DataFrame) -> list[tuple[float, ...]]:
-    """The statistics `analyze` needs from raw events, computed as directly as we can.
-
-    Not a replacement for `canary_stats.summarize` (no validation): a floor for
-    what reducing raw events costs with pandas and numpy on this machine.
-    """
-    cohort = events["cohort"]
-    canary = (cohort == "canary").to_numpy(dtype=bool, na_value=False)
-    stable = (cohort == "stable").to_numpy(dtype=bool, na_value=False)
-    success = events["success"].to_numpy(dtype=bool)
-    latency = events["latency_ms"].to_numpy(dtype=float)
-    tokens = events["tokens"].to_numpy(dtype=float)
-    score = events["eval_score"].to_numpy(dtype=float, na_value=np.nan)
-    span = float((events["ts"].max() - events["ts"].min()).total_seconds())
-    out: list[tuple[float, ...]] = []
-    for mask in (stable, canary):
-        lat = latency[mask]
-        k = max(math.ceil(0.95 * lat.size) - 1, 0)
-        tok, sc = tokens[mask], score[mask]
-        sc = sc[~np.isnan(sc)]
-        out.append(
-            (
-                float(mask.sum()),
-                float(np.count_nonzero(success[mask])),
-                float(np.partition(lat, k)[k]),
-                float(tok.mean()),
-                float(tok.var()),
-                float(sc.mean()),
-                float(sc.var()),
-                span,
-            )
-        )
-    return out
 
 
 def _rss() -> int:
@@ -143,12 +108,14 @@ class _PeakRSS:
         self.peak = max(self.peak, _rss())
 
 
-def _timed(fn: Callable[[], Any], repeats: int) -> list[float]:
-    times = []
+def _timed(fns: list[Callable[[], Any]], repeats: int) -> list[list[float]]:
+    """Wall times of each function, interleaved so that a busy spell hits all alike."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
+        for fn, out in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
     return times
 
 
@@ -160,19 +127,21 @@ class Measurement:
     repeats: int
     median: float
     minimum: float
-    summarize_median: float  # raw events -> sufficient statistics
-    judge_median: float  # sufficient statistics -> verdict
+    judge_median: float  # sufficient statistics -> verdict; the rest is `summarize`
+    categorical: bool  # `cohort` as a pandas Categorical instead of strings
     frame_bytes: int  # memory of the input DataFrame (deep)
-    peak_rss_increase: float  # RSS above the level before the calls (all allocators)
+    peak_rss_increase: float  # RSS above the level before the call (all allocators)
     peak_traced: float  # tracemalloc peak during one call (Python and numpy); NaN if skipped
     decision: str
-    reference_median: float  # `reference_reduction`: the same statistics, vectorised
+    load: float  # 1-minute load average at the end
 
 
-def measure(n_per_cohort: int, repeats: int) -> Measurement:
-    """Time `analyze` ``repeats`` times on fresh data and record its peak memory."""
+def measure(n_per_cohort: int, repeats: int, *, categorical: bool = False) -> Measurement:
+    """Time `analyze` ``repeats`` times on fixed data and record its peak memory."""
     policy = seed_policy()
     events = make_events(n_per_cohort)
+    if categorical:  # what a dictionary-encoded source hands over: no strings to hash
+        events["cohort"] = events["cohort"].astype("category")
     frame_bytes = int(events.memory_usage(deep=True).sum())
     # Memory first, on a cold call: later calls reuse heap that an allocator kept.
     gc.collect()
@@ -180,12 +149,15 @@ def measure(n_per_cohort: int, repeats: int) -> Measurement:
     base = _rss()
     with _PeakRSS() as peak:
         verdict = analyze(events, policy, stage=STAGE)
-    times = _timed(lambda: analyze(events, policy, stage=STAGE), repeats)
     summary = summarize(events)
     elapsed = summary.span
-    t_sum = _timed(lambda: summarize(events), repeats)
-    t_judge = _timed(lambda: judge(summary, policy, stage=STAGE, elapsed=elapsed), repeats)
-    t_ref = _timed(lambda: reference_reduction(events), repeats)
+    t_all, t_judge = _timed(
+        [
+            lambda: analyze(events, policy, stage=STAGE),
+            lambda: judge(summary, policy, stage=STAGE, elapsed=elapsed),
+        ],
+        repeats,
+    )
     traced = math.nan
     if n_per_cohort <= TRACE_UP_TO:
         gc.collect()
@@ -196,15 +168,15 @@ def measure(n_per_cohort: int, repeats: int) -> Measurement:
     return Measurement(
         n_per_cohort=n_per_cohort,
         repeats=repeats,
-        median=float(np.median(times)),
-        minimum=float(np.min(times)),
-        summarize_median=float(np.median(t_sum)),
+        median=float(np.median(t_all)),
+        minimum=float(np.min(t_all)),
         judge_median=float(np.median(t_judge)),
+        categorical=categorical,
         frame_bytes=frame_bytes,
         peak_rss_increase=float(max(peak.peak - base, 0)),
         peak_traced=traced,
-        reference_median=float(np.median(t_ref)),
         decision=verdict.decision,
+        load=os.getloadavg()[0],
     )
 
 
@@ -234,11 +206,13 @@ def _worker(argv: list[str]) -> None:
     p.add_argument("--worker", type=int, required=True)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--categorical", action="store_true")
     args = p.parse_args(argv)
     if args.profile:
         print(json.dumps(profile(args.worker)))
     else:
-        print(json.dumps(asdict(measure(args.worker, args.repeats))))
+        m = measure(args.worker, args.repeats, categorical=args.categorical)
+        print(json.dumps(asdict(m)))
 
 
 def _spawn(args: list[str], timeout: float) -> Any:
@@ -260,24 +234,34 @@ class PerformanceResult:
 
 
 def run(sizes: list[int], *, profile_n: int | None = None) -> PerformanceResult:
-    """Measure every size in its own process; a size that fails is recorded, not fatal."""
+    """Measure every size in its own process; a size that fails is recorded, not fatal.
+
+    The profile size (default: the largest up to 1M) is also measured with a
+    categorical ``cohort`` column.
+    """
     out: list[Measurement] = []
     failures: dict[int, str] = {}
-    for n in sizes:
+    n_prof = profile_n or max(s for s in sizes if s <= 1_000_000)
+    for n, categorical in [(n, False) for n in sizes] + [(n_prof, True)]:
         repeats = 7 if n <= 1_000_000 else 3
-        print(f"  analyze on {n:,} + {n:,} events ...", file=sys.stderr, flush=True)
+        what = "categorical" if categorical else "string"
+        print(f"  analyze on {n:,} + {n:,} events, {what} cohort ...", file=sys.stderr, flush=True)
+        args = ["--worker", str(n), "--repeats", str(repeats)]
         try:
-            out.append(Measurement(**_spawn(["--worker", str(n), "--repeats", str(repeats)], 1800)))
+            out.append(Measurement(**_spawn(args + ["--categorical"] * categorical, 1800)))
         except (RuntimeError, subprocess.TimeoutExpired, MemoryError) as exc:
             failures[n] = str(exc).strip().splitlines()[-1][:300]
-    n_prof = profile_n or max(s for s in sizes if s <= 1_000_000)
     prof = _spawn(["--worker", str(n_prof), "--profile"], 1800)
     return PerformanceResult(out, failures, n_prof, prof)
 
 
 def loglog_slope(ms: list[Measurement]) -> float:
     """Least-squares slope of log(time) on log(size) over sizes >= 100k (1 = linear)."""
-    pts = [(math.log(m.n_per_cohort), math.log(m.median)) for m in ms if m.n_per_cohort >= 100_000]
+    pts = [
+        (math.log(m.n_per_cohort), math.log(m.median))
+        for m in ms
+        if m.n_per_cohort >= 100_000 and not m.categorical
+    ]
     if len(pts) < 2:
         return math.nan
     x, y = np.array(pts).T
