@@ -280,6 +280,18 @@ def proportion_contrast(
 
     ``margin=-0.02`` with ``alternative="less"`` reads "the canary's success rate
     is at most 0.02 below stable's".
+
+    Notes
+    -----
+    Success rates near 1 make the plug-in variance of the asymptotic sequence
+    unreliable while failures are still rare: a canary with no failure yet would
+    look certain. Each cohort's variance is therefore floored at that of the
+    pooled rate, and the canary's also at the variance it would have on the null
+    boundary (stable's rate moved by the margin), in the spirit of the restricted
+    estimate of Farrington & Manning (1990). Seeded simulation
+    (``tests/test_validation.py``) checks both error rates exactly at the margin
+    (canary shares of 1 %, 10 % and 50 %) and coverage at every look from 30
+    canary tasks on.
     """
     xs, ns = check_counts(successes_stable, "successes_stable"), check_counts(n_stable, "n_stable")
     xc, nc = check_counts(successes_canary, "successes_canary"), check_counts(n_canary, "n_canary")
@@ -299,7 +311,7 @@ def proportion_contrast(
     edge = np.clip(edge, 1e-3, 1 - 1e-3)
     vs = np.maximum(vs, v_pooled)
     vc = np.maximum(np.maximum(vc, v_pooled), edge * (1.0 - edge))
-    res = mean_contrast(
+    return mean_contrast(
         ns,
         np.nan_to_num(ps),
         vs,
@@ -313,7 +325,6 @@ def proportion_contrast(
         alpha_pass=alpha_pass,
         n_tune=n_tune,
     )
-    return res
 
 
 def proportion_bound(
