@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
 from canary_stats import Policy
+from canary_stats.demo import SEED_ROLLOUT
 from canary_stats.sources.synthetic import Regression, Tasks, Workload, generate_tasks
 
 __all__ = [
@@ -27,26 +28,8 @@ __all__ = [
     "stage_plan",
 ]
 
-#: Guardrails of the seed manifest, in the manifest's short form.
-SEED_GUARDRAILS: dict[str, dict[str, float]] = {
-    "task_success_rate": {"min": 0.97},
-    "p95_latency_ms": {"max": 8000},
-    "token_spend_delta": {"max": 0.15},
-    "eval_score": {"min": 0.90},
-}
-
-#: The ``spec.rollout`` section of the seed manifest (DESIGN.md).
-SEED_ROLLOUT: dict[str, Any] = {
-    "strategy": "canary",
-    "stages": [
-        {"traffic": 1, "duration": "30m"},
-        {"traffic": 10, "duration": "2h"},
-        {"traffic": 50, "duration": "6h"},
-        {"traffic": 100},
-    ],
-    "guardrails": SEED_GUARDRAILS,
-    "auto_rollback_on_failure": True,
-}
+#: The ``spec.rollout`` section of the seed manifest (DESIGN.md), as the demo embeds it.
+SEED_GUARDRAILS: dict[str, dict[str, float]] = SEED_ROLLOUT["guardrails"]
 
 #: How often the judge (and every baseline) looks at the data.
 CHECK_EVERY = timedelta(minutes=5)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
@@ -17,10 +18,10 @@ from .policy import Policy
 from .simulate import Check, RolloutOutcome, simulate_rollout
 from .sources.synthetic import Regression, Workload
 
-__all__ = ["DEMO_POLICY", "run_demo"]
+__all__ = ["SEED_ROLLOUT", "run_demo"]
 
 #: The seed manifest's rollout section, embedded so the demo needs no files.
-DEMO_POLICY = {
+SEED_ROLLOUT: dict[str, Any] = {
     "strategy": "canary",
     "stages": [
         {"traffic": 1, "duration": "30m"},
@@ -72,7 +73,7 @@ def _timeline(console: Console, policy: Policy, outcome: RolloutOutcome) -> None
 def run_demo(*, seed: int = 7, console: Console | None = None) -> list[RolloutOutcome]:
     """Simulate the demo releases and print their timelines and a summary."""
     console = console or Console(width=max(Console().width, 110))
-    policy = Policy.from_dict(DEMO_POLICY)
+    policy = Policy.from_dict(SEED_ROLLOUT)
     workload = Workload()
     console.rule("[bold]canary_stats demo")
     console.print(

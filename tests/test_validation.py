@@ -29,41 +29,18 @@ from scipy import stats as sps
 
 from canary_stats import Policy
 from canary_stats import stats as cs
+from canary_stats.demo import SEED_ROLLOUT
 from canary_stats.simulate import RolloutOutcome, simulate_rollout
 from canary_stats.sources.synthetic import Regression, Workload
+
+from .conftest import RELATIVE_ROLLOUT
 
 MC_LEVEL = 0.01  # level of the binomial tests that account for Monte-Carlo error
 ALPHA = 0.05
 Z95 = sps.norm.ppf(0.95)
 
-STAGES = [
-    {"traffic": 1, "duration": "30m"},
-    {"traffic": 10, "duration": "2h"},
-    {"traffic": 50, "duration": "6h"},
-    {"traffic": 100},
-]
-ABSOLUTE = {
-    "strategy": "canary",
-    "stages": STAGES,
-    "guardrails": {
-        "task_success_rate": {"min": 0.97},
-        "p95_latency_ms": {"max": 8000},
-        "token_spend_delta": {"max": 0.15},
-        "eval_score": {"min": 0.90},
-    },
-    "auto_rollback_on_failure": True,
-}
-RELATIVE = {
-    "strategy": "canary",
-    "stages": STAGES,
-    "guardrails": {
-        "task_success_rate": {"max_drop": 0.02},
-        "p95_latency_ms": {"max_ratio": 1.2},
-        "tokens_per_task": {"max_ratio": 1.15},
-        "eval_score": {"max_drop": 0.03},
-    },
-    "auto_rollback_on_failure": True,
-}
+ABSOLUTE = SEED_ROLLOUT
+RELATIVE = RELATIVE_ROLLOUT
 POLICIES = {"absolute": ABSOLUTE, "relative": RELATIVE}
 CHECK_EVERY = timedelta(minutes=5)
 PLANNED_MINUTES = 30 + 120 + 360  # sum of the analysed stages' minimum durations
