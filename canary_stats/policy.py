@@ -233,8 +233,10 @@ class Policy(_Model):
             return cls.model_validate(data)
         except ValidationError as exc:
             err = exc.errors()[0]
-            loc = ".".join(str(p) for p in (prefix, *err["loc"]))
-            raise PolicyError(loc, err["msg"].removeprefix("Value error, ")) from None
+            path = [prefix, *_guardrail_names(err["loc"], data.get("guardrails"))]
+            raise PolicyError(
+                ".".join(str(p) for p in path), err["msg"].removeprefix("Value error, ")
+            ) from None
 
     @classmethod
     def from_manifest(cls, path: str | Path) -> Policy:
@@ -249,6 +251,17 @@ class Policy(_Model):
         if not isinstance(doc, dict):
             raise PolicyError(str(p), "expected a YAML mapping at the top level")
         return cls.from_dict(doc if "spec" in doc else {"spec": doc})
+
+
+def _guardrail_names(loc: tuple[Any, ...], raw: Any) -> list[Any]:
+    """An error location with the guardrail's name in place of its list index."""
+    path = list(loc)
+    if len(path) >= 2 and path[0] == "guardrails" and isinstance(path[1], int):
+        try:
+            path[1] = _normalise_guardrails(raw)[path[1]]["name"]
+        except (ValueError, TypeError, IndexError, KeyError):
+            pass  # the index is still a precise location
+    return path
 
 
 def _normalise_guardrails(raw: Any) -> Any:

@@ -59,13 +59,30 @@ def test_explicit_list_form_and_margins() -> None:
     ("guardrails", "field", "message"),
     [
         ({"latency_p95": {"max": 1}}, "rollout.guardrails", "unknown guardrail 'latency_p95'"),
-        ({"p95_latency_ms": {"max_ratio": -1.2}}, "rollout.guardrails.0", "max_ratio must be > 0"),
-        ({"task_success_rate": {"max_drop": -0.02}}, "rollout.guardrails.0", "must be >= 0"),
-        ({"task_success_rate": {"min": 97}}, "rollout.guardrails.0", "must be in (0, 1)"),
+        (
+            {"p95_latency_ms": {"max_ratio": -1.2}},
+            "rollout.guardrails.p95_latency_ms",
+            "max_ratio must be > 0",
+        ),
+        (
+            {"task_success_rate": {"max_drop": -0.02}},
+            "rollout.guardrails.task_success_rate",
+            "must be >= 0",
+        ),
+        (
+            {"eval_score": {"min": 0.9}, "task_success_rate": {"min": 97}},
+            "rollout.guardrails.task_success_rate",
+            "must be in (0, 1)",
+        ),
         (
             {"eval_score": {"max_ratio": 1.1}},
-            "rollout.guardrails.0",
+            "rollout.guardrails.eval_score",
             "does not apply to eval_score",
+        ),
+        (
+            [{"metric": "eval_score", "min": 0.9}, {"metric": "p95_latency_ms", "max": -5}],
+            "rollout.guardrails.p95_latency_ms",
+            "max must be > 0",
         ),
         ({"task_success_rate": {}}, "rollout.guardrails", "needs a rule"),
         ({"token_spend_delta": {"min": 0.1}}, "rollout.guardrails", "takes only {max: d}"),
