@@ -10,18 +10,15 @@ import pandas as pd
 import pytest
 
 import canary_stats as cs
+from canary_stats.demo import SEED_ROLLOUT
 from canary_stats.sources.synthetic import Regression, Workload, generate_events
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_MANIFEST = ROOT / "examples" / "research-agent.manifest.yaml"
 
+#: The seed's rollout plan with guardrails relative to stable instead of absolute limits.
 RELATIVE_ROLLOUT = {
-    "stages": [
-        {"traffic": 1, "duration": "30m"},
-        {"traffic": 10, "duration": "2h"},
-        {"traffic": 50, "duration": "6h"},
-        {"traffic": 100},
-    ],
+    "stages": SEED_ROLLOUT["stages"],
     "guardrails": {
         "task_success_rate": {"max_drop": 0.02},
         "p95_latency_ms": {"max_ratio": 1.2},

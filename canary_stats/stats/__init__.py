@@ -13,7 +13,8 @@ from ._boundaries import (
     normal_mixture_log_evalue,
 )
 from ._common import ConfidenceInterval, SequentialTestResult
-from ._means import mean_bound, mean_contrast, proportion_bound, proportion_contrast
+from ._means import mean_bound, mean_contrast
+from ._proportions import proportion_bound, proportion_contrast
 from ._quantiles import (
     Histogram,
     QuantileSequenceResult,

@@ -82,6 +82,22 @@ def status_from_bounds(
     return status.item() if status.ndim == 0 else status
 
 
+def bound_levels(alternative: Alternative, alpha: float, alpha_pass: float) -> tuple[float, float]:
+    """Error levels of the (lower, upper) bound: the harmful side gets ``alpha``."""
+    return (alpha, alpha_pass) if alternative == "greater" else (alpha_pass, alpha)
+
+
+def decision_iv(
+    limit: float, alternative: str, alpha: float, alpha_pass: float | None, name: str = "margin"
+) -> tuple[float, Alternative, float, float]:
+    """Validate the options every guardrail test shares; ``alpha_pass`` defaults to ``alpha``."""
+    limit = check_finite(limit, name)
+    alt = check_alternative(alternative)
+    alpha = check_alpha(alpha)
+    alpha_pass = alpha if alpha_pass is None else check_alpha(alpha_pass, "alpha_pass")
+    return limit, alt, alpha, alpha_pass
+
+
 def scalar_or_array(x: ArrayLike) -> Any:
     """Return a Python float for 0-d input, else the array (scipy's convention)."""
     a = np.asarray(x, dtype=float)

@@ -16,13 +16,10 @@ References
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numpy.typing import ArrayLike
 
 from ._boundaries import (
-    beta_binomial_log_evalue,
     mixture_precision,
     normal_mixture_boundary,
 )
@@ -31,26 +28,20 @@ from ._common import (
     ConfidenceInterval,
     FloatArray,
     SequentialTestResult,
-    check_alpha,
-    check_alternative,
+    bound_levels,
     check_counts,
-    check_finite,
     check_positive_int,
+    decision_iv,
     scalar_or_array,
     status_from_bounds,
 )
 
-__all__ = ["mean_bound", "mean_contrast", "proportion_bound", "proportion_contrast"]
+__all__ = ["common_iv", "mean_bound", "mean_contrast"]
 
 _CONTRASTS = ("difference", "ratio")
 
 
-def _levels(alternative: Alternative, alpha: float, alpha_pass: float) -> tuple[float, float]:
-    """Error levels of the (lower, upper) bound: the harmful side gets ``alpha``."""
-    return (alpha, alpha_pass) if alternative == "greater" else (alpha_pass, alpha)
-
-
-def _common_iv(
+def common_iv(
     margin: float,
     alternative: str,
     alpha: float,
@@ -58,12 +49,8 @@ def _common_iv(
     n_tune: float,
     name: str = "margin",
 ) -> tuple[float, Alternative, float, float, float]:
-    margin = check_finite(margin, name)
-    alt = check_alternative(alternative)
-    alpha = check_alpha(alpha)
-    alpha_pass = alpha if alpha_pass is None else check_alpha(alpha_pass, "alpha_pass")
-    n_tune = check_positive_int(n_tune, "n_tune")
-    return margin, alt, alpha, alpha_pass, n_tune
+    margin, alt, alpha, alpha_pass = decision_iv(margin, alternative, alpha, alpha_pass, name)
+    return margin, alt, alpha, alpha_pass, check_positive_int(n_tune, "n_tune")
 
 
 def _moments_iv(n: ArrayLike, mean: ArrayLike, var: ArrayLike, arm: str) -> tuple[FloatArray, ...]:
@@ -119,13 +106,13 @@ def mean_bound(
     boundary of [1]_ with a plug-in variance. Valid as the sample grows; a
     minimum sample size guards the first looks.
     """
-    bound, alt, alpha, alpha_pass, n_tune = _common_iv(
+    bound, alt, alpha, alpha_pass, n_tune = common_iv(
         bound, alternative, alpha, alpha_pass, n_tune, "bound"
     )
     n_a, mean_a, var_a = _moments_iv(n, mean, var, "canary")
     with np.errstate(divide="ignore", invalid="ignore"):
         se = np.sqrt(var_a / n_a)
-    a_low, a_high = _levels(alt, alpha, alpha_pass)
+    a_low, a_high = bound_levels(alt, alpha, alpha_pass)
     low = mean_a - _z(n_a, a_low, n_tune) * se
     high = mean_a + _z(n_a, a_high, n_tune) * se
     low, high = np.where(n_a > 0, low, -np.inf), np.where(n_a > 0, high, np.inf)
@@ -192,7 +179,7 @@ def mean_contrast(
     not combine two per-cohort intervals, which would need several times the
     sample.
     """
-    margin, alt, alpha, alpha_pass, n_tune = _common_iv(
+    margin, alt, alpha, alpha_pass, n_tune = common_iv(
         margin, alternative, alpha, alpha_pass, n_tune
     )
     if contrast not in _CONTRASTS:
@@ -202,7 +189,7 @@ def mean_contrast(
     ns, ms, vs = _moments_iv(n_stable, mean_stable, var_stable, "stable")
     nc, mc, vc = _moments_iv(n_canary, mean_canary, var_canary, "canary")
     n_total = ns + nc
-    a_low, a_high = _levels(alt, alpha, alpha_pass)
+    a_low, a_high = bound_levels(alt, alpha, alpha_pass)
     z_low, z_high = _z(n_total, a_low, n_tune), _z(n_total, a_high, n_tune)
     empty = (ns <= 0) | (nc <= 0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -249,165 +236,3 @@ def _fieller(
     root = np.sqrt(np.where(bounded, disc, 0.0))
     end = (-qb - root) / (2.0 * qa) if lower else (-qb + root) / (2.0 * qa)
     return np.where(bounded, end, -np.inf if lower else np.inf)
-
-
-def _shrunk_proportion(successes: FloatArray, n: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Point estimate and a variance that never collapses to zero.
-
-    The variance uses ``(x + 1/2) / (n + 1)``, so a cohort with no failures yet is
-    not mistaken for one with no variance (a plug-in of zero would prove anything).
-    """
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = successes / n
-    p_tilde = (successes + 0.5) / (n + 1.0)
-    return p, p_tilde * (1.0 - p_tilde)
-
-
-def proportion_contrast(
-    successes_stable: ArrayLike,
-    n_stable: ArrayLike,
-    successes_canary: ArrayLike,
-    n_canary: ArrayLike,
-    *,
-    contrast: str = "difference",
-    margin: float,
-    alternative: str = "less",
-    alpha: float = 0.05,
-    alpha_pass: float | None = None,
-    n_tune: float = 10_000,
-) -> SequentialTestResult:
-    """Two-sample test of success rates from counts; see `mean_contrast`.
-
-    ``margin=-0.02`` with ``alternative="less"`` reads "the canary's success rate
-    is at most 0.02 below stable's".
-
-    Notes
-    -----
-    Success rates near 1 make the plug-in variance of the asymptotic sequence
-    unreliable while failures are still rare: a canary with no failure yet would
-    look certain. Each cohort's variance is therefore floored at that of the
-    pooled rate, and the canary's also at the variance it would have on the null
-    boundary (stable's rate moved by the margin), in the spirit of the restricted
-    estimate of Farrington & Manning (1990). Seeded simulation
-    (``tests/test_validation.py``) checks both error rates exactly at the margin
-    (canary shares of 1 %, 10 % and 50 %) and coverage at every look from 30
-    canary tasks on.
-    """
-    xs, ns = check_counts(successes_stable, "successes_stable"), check_counts(n_stable, "n_stable")
-    xc, nc = check_counts(successes_canary, "successes_canary"), check_counts(n_canary, "n_canary")
-    if np.any(xs > ns) or np.any(xc > nc):
-        raise ValueError("`successes_*` must not exceed `n_*`.")
-    ps, vs = _shrunk_proportion(xs, ns)
-    pc, vc = _shrunk_proportion(xc, nc)
-    # Variance floors: with failures rare, a cohort's own plug-in variance is far too
-    # small for its first hundreds of tasks and the sequence under-covers. Floor both
-    # at the pooled rate's variance, and the canary also at the variance it would have
-    # at the null boundary (stable's rate moved by the margin), as a restricted
-    # (Farrington-Manning-style) estimate would.
-    pooled = (xs + xc + 0.5) / (ns + nc + 1.0)
-    v_pooled = pooled * (1.0 - pooled)
-    ps_tilde = (xs + 0.5) / (ns + 1.0)
-    edge = ps_tilde + margin if contrast == "difference" else ps_tilde * margin
-    edge = np.clip(edge, 1e-3, 1 - 1e-3)
-    vs = np.maximum(vs, v_pooled)
-    vc = np.maximum(np.maximum(vc, v_pooled), edge * (1.0 - edge))
-    return mean_contrast(
-        ns,
-        np.nan_to_num(ps),
-        vs,
-        nc,
-        np.nan_to_num(pc),
-        vc,
-        contrast=contrast,
-        margin=margin,
-        alternative=alternative,
-        alpha=alpha,
-        alpha_pass=alpha_pass,
-        n_tune=n_tune,
-    )
-
-
-def proportion_bound(
-    successes: ArrayLike,
-    n: ArrayLike,
-    *,
-    bound: float,
-    alternative: str = "less",
-    alpha: float = 0.05,
-    alpha_pass: float | None = None,
-    n_tune: float = 10_000,
-) -> SequentialTestResult:
-    """Exact test of the canary's success rate against an absolute bound.
-
-    Parameters
-    ----------
-    successes, n : array_like
-        Successes and trials of the canary.
-    bound : float
-        The tolerated rate in (0, 1), e.g. ``0.97`` for "at least 97 %".
-    alternative : {"less", "greater"}
-        The harmful direction (``"less"``: a rate below ``bound`` is a violation).
-    alpha, alpha_pass, n_tune
-        As in `mean_bound`; ``n_tune`` sets the concentration of the beta mixture.
-
-    Returns
-    -------
-    SequentialTestResult
-
-    Notes
-    -----
-    Each decision is a one-sided beta-mixture likelihood ratio (Robbins [1]_ with
-    the prior truncated to the alternative): exact for Bernoulli data at any
-    sample size, no asymptotics. The interval inverts the same tests.
-    """
-    bound, alt, alpha, alpha_pass, n_tune = _common_iv(
-        bound, alternative, alpha, alpha_pass, n_tune, "bound"
-    )
-    if not 0.0 < bound < 1.0:
-        raise ValueError(f"`bound` of a proportion must be in (0, 1); got {bound!r}.")
-    x, n_a = check_counts(successes, "successes"), check_counts(n, "n")
-    if np.any(x > n_a):
-        raise ValueError("`successes` must not exceed `n`.")
-    a_low, a_high = _levels(alt, alpha, alpha_pass)
-    low = _invert_proportion(x, n_a, a_low, n_tune, lower=True)
-    high = _invert_proportion(x, n_a, a_high, n_tune, lower=False)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        estimate = np.where(n_a > 0, x / n_a, np.nan)
-    return SequentialTestResult(
-        method="beta-binomial mixture CS (exact)",
-        contrast="absolute",
-        estimate=scalar_or_array(estimate),
-        confidence_interval=ConfidenceInterval(scalar_or_array(low), scalar_or_array(high)),
-        margin=bound,
-        alternative=alt,
-        status=status_from_bounds(low, high, bound, alt),
-        n_stable=0,
-        n_canary=scalar_or_array(n_a),
-        alpha=alpha,
-        alpha_pass=alpha_pass,
-    )
-
-
-def _invert_proportion(
-    x: FloatArray, n: FloatArray, alpha: float, n_tune: float, *, lower: bool
-) -> FloatArray:
-    """Bound of ``{p0 : the one-sided beta-mixture test does not reject}``.
-
-    The lower bound is the largest ``p0`` that the ``"greater"`` test rejects (it
-    has proven ``p > p0``); the upper bound is the smallest ``p0`` that the
-    ``"less"`` test rejects. Found by bisection on ``p0``.
-    """
-    k = mixture_precision(n_tune, alpha)
-    target = math.log(1.0 / alpha)
-    x, n = np.broadcast_arrays(x, n)
-    lo, hi = np.zeros(x.shape), np.ones(x.shape)
-    alternative = "greater" if lower else "less"
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        log_e = beta_binomial_log_evalue(x, n, mid, alternative=alternative, concentration=k)
-        rejected = log_e >= target
-        if lower:  # rejected p0 lie below the bound
-            lo, hi = np.where(rejected, mid, lo), np.where(rejected, hi, mid)
-        else:  # rejected p0 lie above the bound
-            lo, hi = np.where(rejected, lo, mid), np.where(rejected, mid, hi)
-    return lo if lower else hi

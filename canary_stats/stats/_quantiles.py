@@ -27,10 +27,11 @@ from ._common import (
     ConfidenceInterval,
     FloatArray,
     SequentialTestResult,
+    bound_levels,
     check_alpha,
-    check_alternative,
     check_finite,
     check_positive_int,
+    decision_iv,
     scalar_or_array,
     status_from_bounds,
 )
@@ -294,12 +295,9 @@ def quantile_bound(
     8000, ``pass`` once the upper bound is below it. See
     `quantile_confidence_sequence` for the construction.
     """
-    bound = check_finite(bound, "bound")
-    alt = check_alternative(alternative)
-    alpha = check_alpha(alpha)
-    alpha_pass = alpha if alpha_pass is None else check_alpha(alpha_pass, "alpha_pass")
+    bound, alt, alpha, alpha_pass = decision_iv(bound, alternative, alpha, alpha_pass, "bound")
     n_tune = check_positive_int(n_tune, "n_tune")
-    a_low, a_high = (alpha, alpha_pass) if alt == "greater" else (alpha_pass, alpha)
+    a_low, a_high = bound_levels(alt, alpha, alpha_pass)
     cs = _sequence(data, q, a_low, a_high, n_tune)
     low, high = cs.confidence_interval
     return SequentialTestResult(
@@ -364,15 +362,12 @@ def quantile_contrast(
     exact, and needs no more than the stable cohort's (usually larger) sample to
     pin its side down.
     """
-    margin = check_finite(margin, "margin")
-    alt = check_alternative(alternative)
-    alpha = check_alpha(alpha)
-    alpha_pass = alpha if alpha_pass is None else check_alpha(alpha_pass, "alpha_pass")
+    margin, alt, alpha, alpha_pass = decision_iv(margin, alternative, alpha, alpha_pass)
     if contrast not in ("ratio", "difference"):
         raise ValueError(f"`contrast` must be 'ratio' or 'difference'; got {contrast!r}.")
     if contrast == "ratio" and margin <= 0:
         raise ValueError(f"`margin` of a ratio must be positive; got {margin!r}.")
-    a_low, a_high = (alpha, alpha_pass) if alt == "greater" else (alpha_pass, alpha)
+    a_low, a_high = bound_levels(alt, alpha, alpha_pass)
     # Contrast lower bound = f(canary low, stable high); upper = f(canary high, stable low).
     can = _sequence(
         canary, q, a_low / 2, a_high / 2, check_positive_int(n_tune_canary, "n_tune_canary")
