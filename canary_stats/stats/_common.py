@@ -69,6 +69,36 @@ class SequentialTestResult:
     resolution: float = 0.0
 
 
+def absolute_result(
+    method: str,
+    estimate: ArrayLike,
+    low: ArrayLike,
+    high: ArrayLike,
+    *,
+    bound: float,
+    alternative: Alternative,
+    n: ArrayLike,
+    alpha: float,
+    alpha_pass: float,
+    resolution: float = 0.0,
+) -> SequentialTestResult:
+    """The result of a test of the canary alone against an absolute bound."""
+    return SequentialTestResult(
+        method=method,
+        contrast="absolute",
+        estimate=scalar_or_array(estimate),
+        confidence_interval=ConfidenceInterval(scalar_or_array(low), scalar_or_array(high)),
+        margin=bound,
+        alternative=alternative,
+        status=status_from_bounds(low, high, bound, alternative),
+        n_stable=0,
+        n_canary=scalar_or_array(n),
+        alpha=alpha,
+        alpha_pass=alpha_pass,
+        resolution=resolution,
+    )
+
+
 def status_from_bounds(
     low: ArrayLike, high: ArrayLike, margin: float, alternative: Alternative
 ) -> Any:

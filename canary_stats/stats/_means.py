@@ -28,6 +28,7 @@ from ._common import (
     ConfidenceInterval,
     FloatArray,
     SequentialTestResult,
+    absolute_result,
     bound_levels,
     check_counts,
     check_positive_int,
@@ -116,16 +117,14 @@ def mean_bound(
     low = mean_a - _z(n_a, a_low, n_tune) * se
     high = mean_a + _z(n_a, a_high, n_tune) * se
     low, high = np.where(n_a > 0, low, -np.inf), np.where(n_a > 0, high, np.inf)
-    return SequentialTestResult(
-        method="asymptotic normal-mixture CS",
-        contrast="absolute",
-        estimate=scalar_or_array(np.where(n_a > 0, mean_a, np.nan)),
-        confidence_interval=ConfidenceInterval(scalar_or_array(low), scalar_or_array(high)),
-        margin=bound,
+    return absolute_result(
+        "asymptotic normal-mixture CS",
+        np.where(n_a > 0, mean_a, np.nan),
+        low,
+        high,
+        bound=bound,
         alternative=alt,
-        status=status_from_bounds(low, high, bound, alt),
-        n_stable=0,
-        n_canary=scalar_or_array(n_a),
+        n=n_a,
         alpha=alpha,
         alpha_pass=alpha_pass,
     )

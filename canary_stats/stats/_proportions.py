@@ -23,13 +23,11 @@ from numpy.typing import ArrayLike
 
 from ._boundaries import beta_binomial_log_evalue, mixture_precision
 from ._common import (
-    ConfidenceInterval,
     FloatArray,
     SequentialTestResult,
+    absolute_result,
     bound_levels,
     check_counts,
-    scalar_or_array,
-    status_from_bounds,
 )
 from ._means import common_iv, mean_contrast
 
@@ -158,16 +156,14 @@ def proportion_bound(
     high = _invert_proportion(x, n_a, a_high, n_tune, lower=False)
     with np.errstate(divide="ignore", invalid="ignore"):
         estimate = np.where(n_a > 0, x / n_a, np.nan)
-    return SequentialTestResult(
-        method="beta-binomial mixture CS (exact)",
-        contrast="absolute",
-        estimate=scalar_or_array(estimate),
-        confidence_interval=ConfidenceInterval(scalar_or_array(low), scalar_or_array(high)),
-        margin=bound,
+    return absolute_result(
+        "beta-binomial mixture CS (exact)",
+        estimate,
+        low,
+        high,
+        bound=bound,
         alternative=alt,
-        status=status_from_bounds(low, high, bound, alt),
-        n_stable=0,
-        n_canary=scalar_or_array(n_a),
+        n=n_a,
         alpha=alpha,
         alpha_pass=alpha_pass,
     )

@@ -27,6 +27,7 @@ from ._common import (
     ConfidenceInterval,
     FloatArray,
     SequentialTestResult,
+    absolute_result,
     bound_levels,
     check_alpha,
     check_finite,
@@ -299,17 +300,13 @@ def quantile_bound(
     n_tune = check_positive_int(n_tune, "n_tune")
     a_low, a_high = bound_levels(alt, alpha, alpha_pass)
     cs = _sequence(data, q, a_low, a_high, n_tune)
-    low, high = cs.confidence_interval
-    return SequentialTestResult(
-        method="quantile CS (order statistics, beta-binomial boundary)",
-        contrast="absolute",
-        estimate=cs.estimate,
-        confidence_interval=cs.confidence_interval,
-        margin=bound,
+    return absolute_result(
+        "quantile CS (order statistics, beta-binomial boundary)",
+        cs.estimate,
+        *cs.confidence_interval,
+        bound=bound,
         alternative=alt,
-        status=status_from_bounds(low, high, bound, alt),
-        n_stable=0,
-        n_canary=cs.n,
+        n=cs.n,
         alpha=alpha,
         alpha_pass=alpha_pass,
         resolution=float(np.max(cs.resolution)),
