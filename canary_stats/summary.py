@@ -240,8 +240,14 @@ def summarize_aggregates(aggregates: pd.DataFrame) -> Summary:
     ``count``, ``success``, ``sum``, ``sum_sq`` or ``bucket`` (cumulative, with
     its ``le``). Metrics: ``tasks`` (``count``, ``success``), ``latency_ms``
     (``bucket``), ``tokens_per_task`` and ``eval_score`` (``count``, ``sum``,
-    ``sum_sq``). Windows must not overlap; NaN values make the summary
-    untrustworthy (the judge holds) rather than an error.
+    and ``sum_sq`` or ``bucket``). Windows must not overlap; NaN values make the
+    summary untrustworthy (the judge holds) rather than an error.
+
+    Prometheus histograms carry no sum of squares. For tokens and eval scores the
+    second moment then comes from the buckets, each bucket's mass spread evenly
+    over it (the mean still comes from the exact ``sum``). Eval scores without
+    buckets use the Bhatia-Davis bound ``var <= mean (1 - mean)`` for values in
+    [0, 1]: wider intervals, never too narrow ones.
     """
     _require(aggregates, AGGREGATE_COLUMNS, "aggregates")
     df = aggregates.copy()
@@ -306,11 +312,37 @@ def _cohort_from_totals(
         latency = np.empty(0)
 
     def moments(metric: str) -> Moments:
-        n, s, s2 = get(metric, "count"), get(metric, "sum"), get(metric, "sum_sq")
-        if n > 0 and s2 == 0 and s > 0:
-            issues.append(f"{cohort}: {metric} has no sum_sq, so its variance is unknown")
-        return Moments.from_sums(n, s, s2)
+        n, s = get(metric, "count"), get(metric, "sum")
+        if (cohort, metric, "sum_sq") in totals.index:
+            return Moments.from_sums(n, s, get(metric, "sum_sq"))
+        try:
+            cum = bucket_totals.loc[(cohort, metric)].dropna().sort_index()
+        except KeyError:
+            cum = pd.Series(dtype=float)
+        if metric == "eval_score":
+            s2 = _bucket_sum_sq(cum, upper=1.0) if len(cum) else s
+            return Moments.from_sums(n, s, min(s2, s))  # x^2 <= x on [0, 1]
+        if len(cum):
+            return Moments.from_sums(n, s, _bucket_sum_sq(cum))
+        if n > 0 and s > 0:
+            issues.append(f"{cohort}: {metric} has neither sum_sq nor buckets; variance unknown")
+        return Moments.from_sums(n, s, 0.0)
 
     return CohortSummary(
         tasks, successes, latency, moments("tokens_per_task"), moments("eval_score")
     )
+
+
+def _bucket_sum_sq(cumulative: pd.Series, *, upper: float | None = None) -> float:
+    """Sum of squares implied by cumulative buckets, mass spread evenly within each.
+
+    Values in the ``+Inf`` bucket count at the largest finite edge (or ``upper``).
+    """
+    edges = cumulative.index.to_numpy(dtype=float)
+    counts = np.diff(np.maximum.accumulate(cumulative.to_numpy(dtype=float)), prepend=0.0)
+    lo = np.concatenate(([0.0], edges[:-1]))
+    hi = edges.copy()
+    finite_top = edges[np.isfinite(edges)].max() if np.isfinite(edges).any() else 0.0
+    hi[~np.isfinite(hi)] = finite_top if upper is None else upper
+    lo = np.minimum(lo, hi)
+    return float(counts @ ((lo * lo + lo * hi + hi * hi) / 3.0))
