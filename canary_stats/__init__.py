@@ -7,11 +7,12 @@
 ... })
 """
 
-from . import stats
+from . import stats, store
 from ._verdict import GuardrailVerdict, Verdict
 from .errors import CanaryStatsError, EventsError, InputError, InsufficientData, PolicyError
 from .judge import analyze, judge, load_events
 from .policy import Guardrail, Policy, Stage
+from .store import Store
 from .summary import CohortSummary, Moments, Summary, summarize
 
 __version__ = "0.1.0"
@@ -28,11 +29,13 @@ __all__ = [
     "Policy",
     "PolicyError",
     "Stage",
+    "Store",
     "Summary",
     "Verdict",
     "analyze",
     "judge",
     "load_events",
     "stats",
+    "store",
     "summarize",
 ]

@@ -22,11 +22,13 @@ import pandas as pd
 
 from . import stats
 from ._eta import eta_minutes, tuning
+from ._fingerprint import input_fingerprint
 from ._verdict import GuardrailVerdict, Verdict
 from .errors import EventsError
 from .policy import Guardrail, Policy, parse_duration
 from .sources.files import load_events
 from .stats import SequentialTestResult
+from .store import Store, StoreView
 from .summary import Summary, summarize
 
 __all__ = ["analyze", "decide", "effective_status", "judge", "load_events"]
@@ -43,8 +45,11 @@ def analyze(
 
     Parameters
     ----------
-    events : DataFrame, path, Summary or DuckDB relation
-        Raw events or per-window aggregates since the stage began.
+    events : DataFrame, path, Summary, Store, StoreView or DuckDB relation
+        Raw events or per-window aggregates since the stage began. A `Store`
+        (all of it) or a ``store.select(...)`` view is summarised in DuckDB, and
+        the verdict is appended to the store's audit log with a fingerprint of
+        its inputs.
     policy : Policy
         Guardrails, stages and error levels.
     stage : int
@@ -52,7 +57,10 @@ def analyze(
     elapsed : timedelta or str, optional
         Time spent in the stage (default: the span of the data).
     """
-    if isinstance(events, Summary):
+    view = events.select() if isinstance(events, Store) else events
+    if isinstance(view, StoreView):
+        summary = view.summary()
+    elif isinstance(events, Summary):
         summary = events
     else:
         if isinstance(events, str | Path):
@@ -68,7 +76,15 @@ def analyze(
     span = parse_duration(elapsed, "elapsed") if elapsed is not None else summary.span
     if span < timedelta(0):
         raise EventsError("elapsed", "must not be negative")
-    return judge(summary, policy, stage=stage, elapsed=span)
+    verdict = judge(summary, policy, stage=stage, elapsed=span)
+    if isinstance(view, StoreView) and not view.store.read_only:
+        view.store.record_verdict(
+            verdict.to_dict(),
+            fingerprint=input_fingerprint(summary, policy, stage=stage, elapsed=span),
+            release=view.selection.canary,
+            stable=view.selection.stable,
+        )
+    return verdict
 
 
 def judge(summary: Summary, policy: Policy, *, stage: int, elapsed: timedelta) -> Verdict:

@@ -29,6 +29,8 @@ __all__ = [
     "summarize",
     "summarize_aggregates",
     "summarize_events",
+    "summary_from_totals",
+    "validate_events",
 ]
 
 EVENT_COLUMNS = ("ts", "cohort", "success", "latency_ms", "tokens", "eval_score")
@@ -178,16 +180,7 @@ def _numeric(
     return x
 
 
-def summarize_events(events: pd.DataFrame) -> Summary:
-    """Reduce raw events (one row per finished task) to per-cohort statistics.
-
-    Row order does not matter: every statistic used is order-free, so events
-    arriving out of order from several producers are fine. Duplicated
-    ``request_id`` values are rejected (idempotent ingestion would drop them).
-    """
-    _require(events, EVENT_COLUMNS[:5], "raw events")
-    codes = _cohort_codes(events["cohort"])
-    success = events["success"]
+def _success(success: pd.Series) -> np.ndarray:
     if success.isna().any():
         raise EventsError(
             "success", f"{int(success.isna().sum())} rows are missing; expected true or false"
@@ -198,16 +191,61 @@ def summarize_events(events: pd.DataFrame) -> Summary:
         if np.any(~np.isin(succ_f, (0.0, 1.0))):
             raise EventsError("success", "expected booleans (true/false or 1/0)")
         succ = succ_f == 1.0
-    latency = _numeric(events, "latency_ms", low=0.0)
-    tokens = _numeric(events, "tokens", low=0.0)
-    has_eval = "eval_score" in events.columns
-    score = _numeric(events, "eval_score", low=0.0, high=1.0, nullable=True) if has_eval else None
+    return np.asarray(succ, dtype=bool)
+
+
+def _unique_request_ids(events: pd.DataFrame) -> None:
     if "request_id" in events.columns:
         dup = events["request_id"].dropna().duplicated()
         if dup.any():
             raise EventsError(
                 "request_id", f"{int(dup.sum())} duplicated values; each task must appear once"
             )
+
+
+def validate_events(events: pd.DataFrame) -> pd.DataFrame:
+    """Check raw events against the data contract; return them normalised for storage.
+
+    The result has every column of the contract (optional text columns filled
+    with nulls), UTC timestamps, and cohort labels as text.
+    """
+    _require(events, EVENT_COLUMNS[:5], "raw events")
+    codes = _cohort_codes(events["cohort"])
+    out = {
+        "ts": _utc(events["ts"], "ts"),
+        "cohort": np.asarray(COHORTS, dtype=object)[codes],
+        "success": _success(events["success"]),
+        "latency_ms": _numeric(events, "latency_ms", low=0.0),
+        "tokens": _numeric(events, "tokens", low=0.0),
+        "eval_score": (
+            _numeric(events, "eval_score", low=0.0, high=1.0, nullable=True)
+            if "eval_score" in events.columns
+            else np.full(len(events), np.nan)
+        ),
+    }
+    _unique_request_ids(events)
+    frame = pd.DataFrame(out, index=events.index)
+    for name in ("request_id", "release", "user_id"):
+        col = events[name] if name in events.columns else pd.Series(None, index=events.index)
+        frame[name] = col.astype("string")
+    return frame.reset_index(drop=True)
+
+
+def summarize_events(events: pd.DataFrame) -> Summary:
+    """Reduce raw events (one row per finished task) to per-cohort statistics.
+
+    Row order does not matter: every statistic used is order-free, so events
+    arriving out of order from several producers are fine. Duplicated
+    ``request_id`` values are rejected (idempotent ingestion would drop them).
+    """
+    _require(events, EVENT_COLUMNS[:5], "raw events")
+    codes = _cohort_codes(events["cohort"])
+    succ = _success(events["success"])
+    latency = _numeric(events, "latency_ms", low=0.0)
+    tokens = _numeric(events, "tokens", low=0.0)
+    has_eval = "eval_score" in events.columns
+    score = _numeric(events, "eval_score", low=0.0, high=1.0, nullable=True) if has_eval else None
+    _unique_request_ids(events)
     ts = _utc(events["ts"], "ts")
 
     # Per cohort, np.compress copies the values it needs (several times faster than
@@ -280,12 +318,31 @@ def summarize_aggregates(aggregates: pd.DataFrame) -> Summary:
     is_bucket = df["field"] == "bucket"
     totals = df[~is_bucket].groupby(["cohort", "metric", "field"])["value"].sum(min_count=1)
     buckets = df[is_bucket].groupby(["cohort", "metric", "le"])["value"].sum(min_count=1)
+    start = df["window_start"].min().floor("us").to_pydatetime() if len(df) else None
+    end = df["window_end"].max().floor("us").to_pydatetime() if len(df) else None
+    return summary_from_totals(totals, buckets, start=start, end=end, issues=issues)
+
+
+def summary_from_totals(
+    totals: pd.Series,
+    buckets: pd.Series,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    issues: list[str],
+    source: str = "aggregates",
+) -> Summary:
+    """Build a `Summary` from aggregate totals already summed over windows.
+
+    ``totals`` is indexed by (cohort, metric, field), ``buckets`` by (cohort,
+    metric, le); a NaN total stays NaN (``sum(min_count=1)``) and counts as 0
+    here, because ``issues`` already says the data is partial.
+    """
+    issues = list(issues)
     cohorts = {
         name: _cohort_from_totals(totals, buckets, name, issues) for name in ("stable", "canary")
     }
-    start = df["window_start"].min().floor("us").to_pydatetime() if len(df) else None
-    end = df["window_end"].max().floor("us").to_pydatetime() if len(df) else None
-    return Summary(cohorts["stable"], cohorts["canary"], start, end, tuple(issues), "aggregates")
+    return Summary(cohorts["stable"], cohorts["canary"], start, end, tuple(issues), source)
 
 
 def _cohort_from_totals(

@@ -1,0 +1,256 @@
+"""Sufficient statistics from the store, computed in DuckDB.
+
+The judge needs counts, sums, variances and latency order statistics, never the
+rows. DuckDB reduces a stage's rows to those in one scan; Python sees a few
+hundred numbers. Latency is returned exactly (the raw values) up to
+`EXACT_LATENCY_LIMIT` tasks per cohort and as a histogram with 1 % wide
+log-spaced buckets beyond (the quantile test then states that resolution).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from ..stats import Histogram
+from ..summary import CohortSummary, Moments, Summary, summary_from_totals
+from ._schema import first_row
+
+__all__ = ["EXACT_LATENCY_LIMIT", "LATENCY_RESOLUTION", "Selection", "summarize_store"]
+
+#: Above this many tasks in a cohort, latency comes from a fine histogram.
+EXACT_LATENCY_LIMIT = 250_000
+#: Relative width of the histogram buckets used beyond the limit.
+LATENCY_RESOLUTION = 0.01
+_LOG_STEP = 1.0 / math.log1p(LATENCY_RESOLUTION)
+_LATENCY_FLOOR_MS = 1.0  # everything at or below 1 ms shares the first bucket
+
+SourceChoice = Literal["auto", "events", "aggregates"]
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which data a verdict looks at: a release pair and a time range.
+
+    ``stable`` / ``canary`` filter by release (events whose ``release`` is
+    null match only when the filter is None); ``start`` is inclusive, ``end``
+    exclusive. ``source`` picks raw events or per-window aggregates; ``auto``
+    uses events when the selection holds any, aggregates otherwise.
+    """
+
+    stable: str | None = None
+    canary: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    source: SourceChoice = "auto"
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "stable": self.stable,
+            "canary": self.canary,
+            "start": self.start,
+            "end": self.end,
+        }
+
+
+_EVENT_FILTER = """
+    ($start IS NULL OR ts >= $start) AND ($end IS NULL OR ts < $end)
+    AND ((cohort = 'stable' AND ($stable IS NULL OR release = $stable))
+      OR (cohort = 'canary' AND ($canary IS NULL OR release = $canary)))
+"""
+
+_WINDOW_FILTER = """
+    ($start IS NULL OR window_start >= $start) AND ($end IS NULL OR window_end <= $end)
+"""
+
+
+def summarize_store(con: duckdb.DuckDBPyConnection, selection: Selection) -> Summary:
+    """Reduce the selected data to a `Summary`, with every stored data issue attached."""
+    params = selection.params()
+    source = selection.source
+    if source == "auto":
+        row = con.execute(f"SELECT count(*) > 0 FROM events WHERE {_EVENT_FILTER}", params)
+        found = first_row(row)
+        source = "events" if found and found[0] else "aggregates"
+    issues = _stored_issues(con, selection)
+    if source == "events":
+        summary = _from_events(con, params, issues)
+    else:
+        summary = _from_aggregates(con, selection, issues)
+    return summary
+
+
+def _from_events(
+    con: duckdb.DuckDBPyConnection, params: dict[str, Any], issues: list[str]
+) -> Summary:
+    rows = con.execute(
+        f"""
+        SELECT cohort::VARCHAR, count(*), count_if(success), avg(tokens), var_pop(tokens),
+               min(ts), max(ts)
+        FROM events WHERE {_EVENT_FILTER} GROUP BY cohort
+        """,
+        params,
+    ).fetchall()
+    stats = {r[0]: r for r in rows}
+    evals = _eval_moments(con, params)
+    exact = all(r[1] <= EXACT_LATENCY_LIMIT for r in rows)
+    latency = _latency_values(con, params) if exact else _latency_histograms(con, params)
+
+    def cohort(name: str) -> CohortSummary:
+        r = stats.get(name)
+        if r is None:
+            return CohortSummary.empty()
+        return CohortSummary(
+            tasks=float(r[1]),
+            successes=float(r[2]),
+            latency=latency.get(name, np.empty(0)),
+            tokens=Moments(float(r[1]), float(r[3]), float(r[4])),
+            eval_score=evals.get(name, Moments(0.0, float("nan"), float("nan"))),
+        )
+
+    starts = [r[5] for r in rows if r[0] in ("stable", "canary")]
+    ends = [r[6] for r in rows if r[0] in ("stable", "canary")]
+    return Summary(
+        cohort("stable"),
+        cohort("canary"),
+        _utc(min(starts)) if starts else None,
+        _utc(max(ends)) if ends else None,
+        tuple(issues),
+        "store:events",
+    )
+
+
+def _eval_moments(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> dict[str, Moments]:
+    """Eval scores from events and from report cards (cohort resolved from the release)."""
+    rows = con.execute(
+        f"""
+        WITH scores AS (
+            SELECT cohort::VARCHAR AS cohort, eval_score FROM events
+            WHERE eval_score IS NOT NULL AND {_EVENT_FILTER}
+            UNION ALL
+            SELECT cohort, eval_score FROM (
+                SELECT coalesce(cohort::VARCHAR, CASE WHEN release = $canary THEN 'canary'
+                                                     WHEN release = $stable THEN 'stable' END)
+                           AS cohort, eval_score, release, ts
+                FROM eval_scores
+            ) WHERE cohort IS NOT NULL AND {_EVENT_FILTER}
+        )
+        SELECT cohort, count(*), avg(eval_score), var_pop(eval_score)
+        FROM scores GROUP BY cohort
+        """,
+        params,
+    ).fetchall()
+    return {r[0]: Moments(float(r[1]), float(r[2]), float(r[3])) for r in rows}
+
+
+def _latency_values(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> dict[str, Any]:
+    cols = con.execute(
+        f"SELECT cohort = 'canary' AS canary, latency_ms FROM events WHERE {_EVENT_FILTER}",
+        params,
+    ).fetchnumpy()
+    is_canary = np.asarray(cols["canary"], dtype=bool)
+    values = np.asarray(cols["latency_ms"], dtype=float)
+    return {
+        "canary": np.compress(is_canary, values),
+        "stable": np.compress(~is_canary, values),
+    }
+
+
+def _latency_histograms(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> dict[str, Any]:
+    cols = con.execute(
+        f"""
+        SELECT cohort::VARCHAR AS cohort,
+               ceil(ln(greatest(latency_ms, {_LATENCY_FLOOR_MS})) * {_LOG_STEP})::BIGINT AS b,
+               count(*) AS n
+        FROM events WHERE {_EVENT_FILTER} GROUP BY ALL ORDER BY cohort, b
+        """,
+        params,
+    ).fetchnumpy()
+    cohorts = np.asarray(cols["cohort"], dtype=object)
+    out: dict[str, Any] = {}
+    for name in ("stable", "canary"):
+        mask = cohorts == name
+        if mask.any():
+            # Bucket b holds values in (e^((b-1)/k), e^(b/k)]: its upper edge is exact.
+            edges = np.exp(np.asarray(cols["b"])[mask] / _LOG_STEP)
+            counts = np.cumsum(np.asarray(cols["n"])[mask]).astype(float)
+            out[name] = Histogram(edges, counts)
+    return out
+
+
+def _from_aggregates(
+    con: duckdb.DuckDBPyConnection, selection: Selection, issues: list[str]
+) -> Summary:
+    params = selection.params()
+    frame = con.execute(
+        f"""
+        SELECT cohort::VARCHAR AS cohort, metric, field, le,
+               CASE WHEN count(value) < count(*) THEN NULL ELSE sum(value) END AS value,
+               count(*) - count(value) AS missing,
+               min(window_start) AS first, max(window_end) AS last
+        FROM aggregates
+        WHERE {_WINDOW_FILTER}
+          AND ((cohort = 'stable' AND ($stable IS NULL OR release = $stable))
+            OR (cohort = 'canary' AND ($canary IS NULL OR release = $canary)))
+        GROUP BY ALL
+        """,
+        params,
+    ).df()
+    missing = int(frame["missing"].sum()) if len(frame) else 0
+    if missing:
+        issues = [*issues, f"{missing} aggregate values are NaN or missing (partial data)"]
+    is_bucket = frame["field"] == "bucket"
+    totals = frame[~is_bucket].set_index(["cohort", "metric", "field"])["value"].sort_index()
+    bucket_rows = frame[is_bucket].assign(le=frame.loc[is_bucket, "le"].astype(float))
+    buckets = bucket_rows.set_index(["cohort", "metric", "le"])["value"].sort_index()
+    start = _utc(frame["first"].min()) if len(frame) else None
+    end = _utc(frame["last"].max()) if len(frame) else None
+    return summary_from_totals(
+        totals, buckets, start=start, end=end, issues=issues, source="store:aggregates"
+    )
+
+
+def _stored_issues(con: duckdb.DuckDBPyConnection, selection: Selection) -> list[str]:
+    """Issues recorded by pulls in the selected range, and a failed latest ingest."""
+    pair = "($stable IS NULL OR stable = $stable) AND ($canary IS NULL OR canary = $canary)"
+    params = selection.params()
+    rows = con.execute(
+        f"""
+        SELECT kind, cohort::VARCHAR, count(*), min(window_start), any_value(detail)
+        FROM data_issues WHERE {pair} AND {_WINDOW_FILTER}
+        GROUP BY ALL ORDER BY kind, 2
+        """,
+        params,
+    ).fetchall()
+    issues = [
+        f"{kind}{'' if cohort is None else f' ({cohort})'} in {n} window(s) "
+        f"from {_utc(first):%Y-%m-%d %H:%M}Z: {detail}"
+        for kind, cohort, n, first, detail in rows
+    ]
+    if selection.stable is not None and selection.canary is not None:
+        last = first_row(
+            con.execute(
+                """
+            SELECT status, source, finished_at, detail FROM ingests
+            WHERE stable = $stable AND canary = $canary
+            ORDER BY ingest_id DESC LIMIT 1
+            """,
+                {"stable": selection.stable, "canary": selection.canary},
+            )
+        )
+        if last and last[0] == "failed":
+            issues.append(
+                f"the latest ingest from {last[1]} failed at "
+                f"{_utc(last[2]):%Y-%m-%d %H:%M:%S}Z: {last[3]}"
+            )
+    return issues
+
+
+def _utc(value: Any) -> datetime:
+    return pd.Timestamp(value).tz_convert("UTC").floor("us").to_pydatetime()
