@@ -8,6 +8,8 @@ work on either and keeps its cost independent of how the data arrived.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -120,15 +122,41 @@ def _require(df: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
 
 
 def _utc(col: pd.Series, name: str) -> pd.Series:
-    if isinstance(col.dtype, pd.DatetimeTZDtype):
-        ts = col  # already zone-aware: comparisons and min/max are in UTC anyway
+    """``col`` as zone-aware timestamps; naive ones are an error, never taken for UTC.
+
+    Zone-aware datetimes pass untouched (comparisons and min/max are in UTC anyway),
+    so the summary path pays nothing. Text must be ISO 8601 with an offset on every
+    row (``Z``, ``+01:00``, ...). A naive timestamp is local time of an unknown zone:
+    guessing UTC would shift it by hours and misplace it against the stage windows.
+    """
+    naive = "timestamps have no time zone; expected UTC, e.g. 2026-11-20T10:00:00Z"
+    expected = "expected UTC timestamps in ISO 8601, e.g. 2026-11-20T10:00:00Z"
+    if col.dtype.kind == "M":  # datetime64, with or without a zone (numpy or Arrow backed)
+        ts = col
+    elif pd.api.types.is_numeric_dtype(col.dtype) and col.notna().any():
+        raise EventsError(name, f"{expected}; got numbers")
     else:
         try:
-            ts = pd.to_datetime(col, utc=True)
-        except (ValueError, TypeError) as exc:
-            raise EventsError(name, f"expected UTC timestamps; {exc}") from None
+            ts = pd.to_datetime(col, format="ISO8601")
+        except (ValueError, TypeError):
+            # Rows with different offsets (or naive rows among zoned ones), or no timestamp.
+            ts = pd.to_datetime(col, format="ISO8601", utc=True, errors="coerce")
+            bad = (ts.isna() & col.notna()).to_numpy()
+            if bad.any():
+                row = int(bad.argmax())
+                raise EventsError(
+                    name, f"{expected}; got {col.iloc[row]!r} in row {row + 1}"
+                ) from None
+            # ISO 8601 text ends in its offset; str() of a datetime object does too.
+            text = col[ts.notna()].astype("str")
+            if not text.str.contains(r"[T ]\d\d[0-9:.,]*(?:Z|[+-]\d\d(?::?\d\d)?)$").all():
+                raise EventsError(name, naive) from None
     if ts.isna().any():
         raise EventsError(name, f"{int(ts.isna().sum())} rows have no timestamp")
+    if ts.dt.tz is None:
+        if len(ts):
+            raise EventsError(name, naive)
+        ts = ts.dt.tz_localize("UTC")  # an empty column has no zone to lack
     return ts
 
 
@@ -320,12 +348,15 @@ def summarize_aggregates(aggregates: pd.DataFrame) -> Summary:
     buckets = df[is_bucket].groupby(["cohort", "metric", "le"])["value"].sum(min_count=1)
     start = df["window_start"].min().floor("us").to_pydatetime() if len(df) else None
     end = df["window_end"].max().floor("us").to_pydatetime() if len(df) else None
-    return summary_from_totals(totals, buckets, start=start, end=end, issues=issues)
+    total_map = {_key3(k): float(v) for k, v in totals.items()}
+    return summary_from_totals(
+        total_map, _bucket_arrays(buckets), start=start, end=end, issues=issues
+    )
 
 
 def summary_from_totals(
-    totals: pd.Series,
-    buckets: pd.Series,
+    totals: Mapping[tuple[str, str, str], float],
+    buckets: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]],
     *,
     start: datetime | None,
     end: datetime | None,
@@ -334,9 +365,10 @@ def summary_from_totals(
 ) -> Summary:
     """Build a `Summary` from aggregate totals already summed over windows.
 
-    ``totals`` is indexed by (cohort, metric, field), ``buckets`` by (cohort,
-    metric, le); a NaN total stays NaN (``sum(min_count=1)``) and counts as 0
-    here, because ``issues`` already says the data is partial.
+    ``totals`` maps (cohort, metric, field) to a sum; ``buckets`` maps (cohort,
+    metric) to increasing ``le`` bounds and the cumulative counts summed over
+    windows. A NaN total counts as 0 here, because ``issues`` already says the
+    data is partial.
     """
     issues = list(issues)
     cohorts = {
@@ -345,42 +377,58 @@ def summary_from_totals(
     return Summary(cohorts["stable"], cohorts["canary"], start, end, tuple(issues), source)
 
 
+def _key3(key: object) -> tuple[str, str, str]:
+    """A (cohort, metric, field) group key as text."""
+    if not isinstance(key, tuple) or len(key) != 3:
+        raise TypeError(f"expected a 3-part group key, got {key!r}")
+    return (str(key[0]), str(key[1]), str(key[2]))
+
+
+def _bucket_arrays(series: pd.Series) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    """(cohort, metric, le) -> value, as sorted arrays per (cohort, metric); NaN dropped."""
+    out = {}
+    for key, group in series.dropna().groupby(level=[0, 1]):
+        cohort, metric = _key3((*key, ""))[:2] if isinstance(key, tuple) else (str(key), "")
+        ordered = group.droplevel([0, 1]).sort_index()
+        out[(str(cohort), str(metric))] = (
+            ordered.index.to_numpy(dtype=float),
+            ordered.to_numpy(dtype=float),
+        )
+    return out
+
+
 def _cohort_from_totals(
-    totals: pd.Series, bucket_totals: pd.Series, cohort: str, issues: list[str]
+    totals: Mapping[tuple[str, str, str], float],
+    buckets: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]],
+    cohort: str,
+    issues: list[str],
 ) -> CohortSummary:
     def get(metric: str, fld: str) -> float:
         v = totals.get((cohort, metric, fld), 0.0)
-        return 0.0 if pd.isna(v) else float(v)
+        return 0.0 if v is None or math.isnan(v) else float(v)
 
     tasks, successes = get("tasks", "count"), get("tasks", "success")
     if successes > tasks:
-        raise EventsError("value", f"{cohort}: tasks.success exceeds tasks.count")
-    try:
-        buckets = bucket_totals.loc[(cohort, "latency_ms")].dropna().sort_index()
-    except KeyError:
-        buckets = pd.Series(dtype=float)
-    if len(buckets):
-        edges = buckets.index.to_numpy(dtype=float)
-        counts = np.maximum.accumulate(buckets.to_numpy(dtype=float))
-        if np.any(np.diff(buckets.to_numpy(dtype=float)) < 0):
+        if not issues:
+            raise EventsError("value", f"{cohort}: tasks.success exceeds tasks.count")
+        successes = tasks  # missing windows (already an issue: the judge holds) broke the pairing
+    latency: np.ndarray | Histogram = np.empty(0)
+    if (cohort, "latency_ms") in buckets:
+        edges, values = buckets[(cohort, "latency_ms")]
+        if np.any(np.diff(values) < 0):
             issues.append(f"{cohort}: latency buckets are not cumulative")
-        latency: np.ndarray | Histogram = Histogram(edges, counts)
-    else:
-        latency = np.empty(0)
+        latency = Histogram(edges, np.maximum.accumulate(values))
 
     def moments(metric: str) -> Moments:
         n, s = get(metric, "count"), get(metric, "sum")
-        if (cohort, metric, "sum_sq") in totals.index:
+        if (cohort, metric, "sum_sq") in totals:
             return Moments.from_sums(n, s, get(metric, "sum_sq"))
-        try:
-            cum = bucket_totals.loc[(cohort, metric)].dropna().sort_index()
-        except KeyError:
-            cum = pd.Series(dtype=float)
+        cum = buckets.get((cohort, metric))
         if metric == "eval_score":
-            s2 = _bucket_sum_sq(cum, upper=1.0) if len(cum) else s
+            s2 = _bucket_sum_sq(*cum, upper=1.0) if cum is not None else s
             return Moments.from_sums(n, s, min(s2, s))  # x^2 <= x on [0, 1]
-        if len(cum):
-            return Moments.from_sums(n, s, _bucket_sum_sq(cum))
+        if cum is not None:
+            return Moments.from_sums(n, s, _bucket_sum_sq(*cum))
         if n > 0 and s > 0:
             issues.append(f"{cohort}: {metric} has neither sum_sq nor buckets; variance unknown")
         return Moments.from_sums(n, s, 0.0)
@@ -390,13 +438,14 @@ def _cohort_from_totals(
     )
 
 
-def _bucket_sum_sq(cumulative: pd.Series, *, upper: float | None = None) -> float:
+def _bucket_sum_sq(
+    edges: np.ndarray, cumulative: np.ndarray, *, upper: float | None = None
+) -> float:
     """Sum of squares implied by cumulative buckets, mass spread evenly within each.
 
     Values in the ``+Inf`` bucket count at the largest finite edge (or ``upper``).
     """
-    edges = cumulative.index.to_numpy(dtype=float)
-    counts = np.diff(np.maximum.accumulate(cumulative.to_numpy(dtype=float)), prepend=0.0)
+    counts = np.diff(np.maximum.accumulate(cumulative), prepend=0.0)
     lo = np.concatenate(([0.0], edges[:-1]))
     hi = edges.copy()
     finite_top = edges[np.isfinite(edges)].max() if np.isfinite(edges).any() else 0.0

@@ -1,6 +1,35 @@
-"""Data sources: synthetic traffic now; Prometheus and files read into the same contracts."""
+"""Data sources: files, report cards, synthetic traffic and its OpenMetrics rendering.
+
+The Prometheus source lives in `canary_stats.sources.prometheus` and is imported
+only where it is used (it pulls in requests and urllib3).
+"""
 
 from .files import load_events
+from .openmetrics import (
+    EVAL_BUCKETS,
+    TOKEN_BUCKETS,
+    CounterReset,
+    NaNSample,
+    ScrapeGap,
+    write_openmetrics,
+)
+from .report_card import REPORT_CARD_COLUMNS, ReportCard, TaskScore, load_report_card
 from .synthetic import Regression, Workload, generate_events, generate_tasks
 
-__all__ = ["Regression", "Workload", "generate_events", "generate_tasks", "load_events"]
+__all__ = [
+    "EVAL_BUCKETS",
+    "REPORT_CARD_COLUMNS",
+    "TOKEN_BUCKETS",
+    "CounterReset",
+    "NaNSample",
+    "Regression",
+    "ReportCard",
+    "ScrapeGap",
+    "TaskScore",
+    "Workload",
+    "generate_events",
+    "generate_tasks",
+    "load_events",
+    "load_report_card",
+    "write_openmetrics",
+]

@@ -28,6 +28,11 @@ class DataIssue:
     kind: str
     detail: str
 
+    def describe(self) -> str:
+        who = "" if self.cohort is None else f" ({self.cohort})"
+        end = f"{self.window_end:%Y-%m-%d %H:%M}Z"
+        return f"{self.kind}{who} in the window ending {end}: {self.detail}"
+
 
 @dataclass(frozen=True, slots=True)
 class Pull:
