@@ -13,6 +13,7 @@ Decision at a check (DESIGN.md, "The verdict"):
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,11 @@ from ._fingerprint import input_fingerprint
 from ._verdict import GuardrailVerdict, Verdict
 from .errors import EventsError
 from .policy import Guardrail, Policy, parse_duration
+from .sources._pull import Pull
 from .sources.files import load_events
 from .stats import SequentialTestResult
 from .store import Store, StoreView
-from .summary import Summary, summarize
+from .summary import Summary, summarize, summarize_aggregates
 
 __all__ = ["analyze", "decide", "effective_status", "judge", "load_events"]
 
@@ -45,11 +47,11 @@ def analyze(
 
     Parameters
     ----------
-    events : DataFrame, path, Summary, Store, StoreView or DuckDB relation
+    events : DataFrame, path, Summary, Pull, Store, StoreView or DuckDB relation
         Raw events or per-window aggregates since the stage began. A `Store`
         (all of it) or a ``store.select(...)`` view is summarised in DuckDB, and
         the verdict is appended to the store's audit log with a fingerprint of
-        its inputs.
+        its inputs. A source's `Pull` is judged with the issues it found.
     policy : Policy
         Guardrails, stages and error levels.
     stage : int
@@ -62,6 +64,10 @@ def analyze(
         summary = view.summary()
     elif isinstance(events, Summary):
         summary = events
+    elif isinstance(events, Pull):
+        pulled = summarize_aggregates(events.aggregates)
+        found = tuple(issue.describe() for issue in events.issues)
+        summary = replace(pulled, issues=pulled.issues + found)
     else:
         if isinstance(events, str | Path):
             events = load_events(events)

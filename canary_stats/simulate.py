@@ -20,14 +20,12 @@ from . import stats
 from ._verdict import Verdict
 from .judge import _evaluate, decide, effective_status, judge
 from .policy import Policy
+from .sources.openmetrics import LATENCY_BUCKETS
 from .sources.synthetic import Regression, Tasks, Workload, generate_tasks
 from .stats import Histogram
 from .summary import CohortSummary, Moments, Summary
 
 __all__ = ["LATENCY_BUCKETS", "Check", "RolloutOutcome", "simulate_rollout", "stage_summaries"]
-
-#: Fine log-spaced latency buckets (about 3 % wide) from 10 ms to 10 min.
-LATENCY_BUCKETS = np.concatenate([np.geomspace(10.0, 600_000.0, 400), [np.inf]])
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,8 +53,23 @@ def events(
     )
 
 
-def to_aggregates(df: pd.DataFrame, edges: np.ndarray, window: str = "5min") -> pd.DataFrame:
-    """Bin raw events into non-overlapping windows, Prometheus style (cumulative buckets)."""
+#: Token and eval-score buckets for Prometheus-style aggregates (no sum of squares).
+TOKEN_BUCKETS = np.append(np.geomspace(100, 200_000, 120), np.inf)
+EVAL_BUCKETS = np.append(np.linspace(0.05, 1.0, 20), np.inf)
+
+
+def _cumulative(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    return np.searchsorted(np.sort(x), edges, side="right")
+
+
+def to_aggregates(
+    df: pd.DataFrame, edges: np.ndarray, window: str = "5min", *, prometheus: bool = False
+) -> pd.DataFrame:
+    """Bin raw events into non-overlapping windows, Prometheus style (cumulative buckets).
+
+    With ``prometheus=True`` tokens and eval scores come as histograms (count, sum and
+    buckets, no sum of squares), as a Prometheus pull delivers them.
+    """
     rows = []
     ts = pd.to_datetime(df["ts"], utc=True)
     start = ts.dt.floor(window)
@@ -66,16 +81,22 @@ def to_aggregates(df: pd.DataFrame, edges: np.ndarray, window: str = "5min") -> 
         rows.append(
             {**base, "metric": "tasks", "field": "success", "value": int(g["success"].sum())}
         )
-        lat = np.sort(g["latency_ms"].to_numpy())
-        for le in edges:
-            count = np.searchsorted(lat, le, side="right")
+        lat = g["latency_ms"].to_numpy()
+        for le, count in zip(edges, _cumulative(lat, edges), strict=True):
             rows.append(
                 {**base, "metric": "latency_ms", "field": "bucket", "le": le, "value": count}
             )
         tok = g["tokens"].to_numpy(dtype=float)
         score = g["eval_score"].dropna().to_numpy(dtype=float)
-        for metric, x in (("tokens_per_task", tok), ("eval_score", score)):
+        for metric, x, bounds in (
+            ("tokens_per_task", tok, TOKEN_BUCKETS),
+            ("eval_score", score, EVAL_BUCKETS),
+        ):
             rows.append({**base, "metric": metric, "field": "count", "value": x.size})
             rows.append({**base, "metric": metric, "field": "sum", "value": x.sum()})
-            rows.append({**base, "metric": metric, "field": "sum_sq", "value": (x * x).sum()})
+            if not prometheus:
+                rows.append({**base, "metric": metric, "field": "sum_sq", "value": (x * x).sum()})
+                continue
+            for le, count in zip(bounds, _cumulative(x, bounds), strict=True):
+                rows.append({**base, "metric": metric, "field": "bucket", "le": le, "value": count})
     return pd.DataFrame(rows)

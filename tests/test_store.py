@@ -148,19 +148,35 @@ class TestJudgeFromStore:
         assert p95.estimate == pytest.approx(exact.estimate, rel=0.021)  # two 1 % buckets
         assert p95.low <= exact.low * 1.0001  # coarser data: never a narrower interval
 
+    @pytest.mark.parametrize("prometheus", [False, True], ids=["sum_sq", "histograms"])
     @pytest.mark.parametrize(
-        "regression", [None, Regression(success_drop=0.08), Regression(latency_factor=1.6)]
+        "regression",
+        [
+            None,
+            Regression(success_drop=0.08),
+            Regression(latency_factor=1.6),
+            Regression(token_factor=1.5),
+            Regression(eval_drop=0.1),
+        ],
+        ids=["healthy", "success", "latency", "tokens", "eval"],
     )
     def test_aggregates_give_the_events_decision(
-        self, store: Store, relative_policy: cs.Policy, regression: Regression | None
+        self,
+        store: Store,
+        relative_policy: cs.Policy,
+        regression: Regression | None,
+        prometheus: bool,
     ) -> None:
         df = events(minutes=120, regression=regression)
-        store.ingest_pull(_pull(df), stable="v1", canary="v2")
+        agg = to_aggregates(df, LATENCY_BUCKETS, prometheus=prometheus)
+        store.ingest_pull(Pull(agg), stable="v1", canary="v2")
         view = store.select(stable="v1", canary="v2")
         direct = cs.analyze(df, relative_policy, stage=1, elapsed="2h")
         stored = cs.analyze(view, relative_policy, stage=1, elapsed="2h")
-        assert stored.decision == direct.decision
+        assert stored.decision == direct.decision, stored.reason
         assert stored.n_canary == direct.n_canary
+        if regression is not None:
+            assert stored.decision == "rollback"
 
     def test_selection_by_release_and_time(self, store: Store, relative_policy: cs.Policy) -> None:
         df = _with_release(events(minutes=60))

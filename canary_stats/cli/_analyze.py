@@ -1,7 +1,4 @@
-"""The ``canary-stats`` command line.
-
-Exit codes of ``analyze``: 0 promote, 10 hold, 20 rollback, 2 bad input.
-"""
+"""``canary-stats analyze``, ``simulate`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -14,22 +11,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ._verdict import Verdict
-from .errors import CanaryStatsError, InputError
-from .judge import analyze as analyze_events
-from .policy import Policy
+from .._verdict import Verdict
+from ..errors import CanaryStatsError, InputError
+from ..judge import analyze as analyze_events
+from ..policy import Policy
+from ..store import Store
+from ._app import EXIT_CODES, app, fail, parse_time
 
-__all__ = ["EXIT_CODES", "app"]
-
-EXIT_CODES = {"promote": 0, "hold": 10, "rollback": 20}
-EXIT_BAD_INPUT = 2
-
-app = typer.Typer(
-    help="Statistical canary analysis for AI-agent releases: promote, hold or rollback.",
-    no_args_is_help=True,
-    add_completion=False,
-)
-_err = Console(stderr=True, soft_wrap=True)
+__all__ = ["verdict_table"]
 
 
 class OutputFormat(StrEnum):
@@ -37,20 +26,31 @@ class OutputFormat(StrEnum):
     table = "table"
 
 
-def _fail(exc: CanaryStatsError) -> typer.Exit:
-    _err.print(f"[bold red]error:[/] {exc}")
-    return typer.Exit(EXIT_BAD_INPUT if isinstance(exc, InputError) else 1)
-
-
 @app.command()
 def analyze(
-    events: Annotated[
-        Path, typer.Argument(help="Raw events or aggregates: .parquet, .csv or .jsonl.")
-    ],
     manifest: Annotated[
         Path, typer.Option(help="Release manifest (YAML) whose spec.rollout is the policy.")
     ],
     stage: Annotated[int, typer.Option(help="Index of the current stage (0 = first).")],
+    events: Annotated[
+        Path | None,
+        typer.Argument(help="Raw events or aggregates: .parquet, .csv or .jsonl (or use --db)."),
+    ] = None,
+    db: Annotated[
+        Path | None, typer.Option("--db", help="Judge from this DuckDB store instead of a file.")
+    ] = None,
+    stable_version: Annotated[
+        str | None, typer.Option(help="With --db: the stable release to compare against.")
+    ] = None,
+    canary_version: Annotated[
+        str | None, typer.Option(help="With --db: the canary release under judgement.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="With --db: when the stage began (ISO 8601 with zone).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="With --db: end of the data to judge (default: all).")
+    ] = None,
     elapsed: Annotated[
         str | None,
         typer.Option(help="Time in the stage, e.g. 30m or 2h (default: span of the data)."),
@@ -59,12 +59,28 @@ def analyze(
         OutputFormat, typer.Option("--format", help="json or table.")
     ] = OutputFormat.json,
 ) -> None:
-    """Judge a canary from its events; exit 0 promote, 10 hold, 20 rollback, 2 bad input."""
+    """Judge a canary; exit 0 promote, 10 hold, 20 rollback, 2 bad input, 3 source down.
+
+    From a file of events or aggregates, or (with --db) from the store, where
+    the verdict is also appended to the audit log.
+    """
     try:
+        if (events is None) == (db is None):
+            raise InputError("events", "give either an events file or --db FILE, not both")
         policy = Policy.from_manifest(manifest)
-        verdict = analyze_events(events, policy, stage=stage, elapsed=elapsed)
+        if db is not None:
+            with Store(db) as store:
+                view = store.select(
+                    stable=stable_version,
+                    canary=canary_version,
+                    start=parse_time(since, "--since") if since else None,
+                    end=parse_time(until, "--until") if until else None,
+                )
+                verdict = analyze_events(view, policy, stage=stage, elapsed=elapsed)
+        else:
+            verdict = analyze_events(events, policy, stage=stage, elapsed=elapsed)
     except CanaryStatsError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if format is OutputFormat.json:
         typer.echo(json.dumps(verdict.to_dict(), indent=2))
     else:
@@ -119,15 +135,15 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Seed of the first run.")] = 0,
 ) -> None:
     """Operating characteristics of the manifest's rollout plan on synthetic traffic."""
-    from .simulate import simulate_rollout
-    from .sources.synthetic import Regression
+    from ..simulate import simulate_rollout
+    from ..sources.synthetic import Regression
 
     try:
         policy = Policy.from_manifest(manifest)
         changes = _parse_regression(regression or [])
         reg = Regression(**changes)
     except CanaryStatsError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     outcomes = [simulate_rollout(policy, None, reg, rng=seed + i) for i in range(runs)]
     what = ", ".join(f"{k}={v:g}" for k, v in changes.items()) or "identical to stable"
     table = Table(title=f"{runs} simulated rollouts of {manifest.name}; canary: {what}")
@@ -146,7 +162,7 @@ def simulate(
 def _parse_regression(items: list[str]) -> dict[str, float]:
     from dataclasses import fields
 
-    from .sources.synthetic import Regression
+    from ..sources.synthetic import Regression
 
     known = {f.name for f in fields(Regression)}
     out: dict[str, float] = {}
@@ -168,10 +184,6 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the simulated traffic.")] = 7,
 ) -> None:
     """Simulate a healthy and a regressed release through the staged rollout."""
-    from .demo import run_demo
+    from ..demo import run_demo
 
     run_demo(seed=seed)
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()

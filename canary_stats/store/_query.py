@@ -188,31 +188,51 @@ def _from_aggregates(
     con: duckdb.DuckDBPyConnection, selection: Selection, issues: list[str]
 ) -> Summary:
     params = selection.params()
-    frame = con.execute(
+    # Sums per series over the selected windows, plus one row with the time range.
+    rows = con.execute(
         f"""
-        SELECT cohort::VARCHAR AS cohort, metric, field, le,
-               CASE WHEN count(value) < count(*) THEN NULL ELSE sum(value) END AS value,
-               count(*) - count(value) AS missing,
-               min(window_start) AS first, max(window_end) AS last
-        FROM aggregates
-        WHERE {_WINDOW_FILTER}
-          AND ((cohort = 'stable' AND ($stable IS NULL OR release = $stable))
-            OR (cohort = 'canary' AND ($canary IS NULL OR release = $canary)))
-        GROUP BY ALL
+        WITH picked AS (
+            SELECT * FROM aggregates
+            WHERE {_WINDOW_FILTER}
+              AND ((cohort = 'stable' AND ($stable IS NULL OR release = $stable))
+                OR (cohort = 'canary' AND ($canary IS NULL OR release = $canary)))
+        )
+        SELECT cohort::VARCHAR, metric, field, le,
+               coalesce(sum(value), 'NaN'::DOUBLE),  -- NULLs skipped, reported below
+               count(*) - count(value), NULL, NULL
+        FROM picked GROUP BY ALL
+        UNION ALL
+        SELECT NULL, NULL, NULL, NULL, NULL, NULL, min(window_start), max(window_end)
+        FROM picked
         """,
         params,
-    ).df()
-    missing = int(frame["missing"].sum()) if len(frame) else 0
+    ).fetchall()
+    totals: dict[tuple[str, str, str], float] = {}
+    series: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    missing, first, last = 0, None, None
+    for cohort, metric, field, le, value, nulls, lo, hi in rows:
+        if cohort is None:
+            first, last = lo, hi
+            continue
+        missing += nulls
+        if field == "bucket":
+            if value is not None:
+                series.setdefault((cohort, metric), []).append((float(le), value))
+        else:
+            totals[(cohort, metric, field)] = math.nan if value is None else value
     if missing:
         issues = [*issues, f"{missing} aggregate values are NaN or missing (partial data)"]
-    is_bucket = frame["field"] == "bucket"
-    totals = frame[~is_bucket].set_index(["cohort", "metric", "field"])["value"].sort_index()
-    bucket_rows = frame[is_bucket].assign(le=frame.loc[is_bucket, "le"].astype(float))
-    buckets = bucket_rows.set_index(["cohort", "metric", "le"])["value"].sort_index()
-    start = _utc(frame["first"].min()) if len(frame) else None
-    end = _utc(frame["last"].max()) if len(frame) else None
+    buckets = {
+        key: (np.array([p[0] for p in pts]), np.array([p[1] for p in pts], dtype=float))
+        for key, pts in ((k, sorted(v)) for k, v in series.items())
+    }
     return summary_from_totals(
-        totals, buckets, start=start, end=end, issues=issues, source="store:aggregates"
+        totals,
+        buckets,
+        start=_utc(first) if first is not None else None,
+        end=_utc(last) if last is not None else None,
+        issues=issues,
+        source="store:aggregates",
     )
 
 

@@ -91,8 +91,9 @@ _V1 = [
         PRIMARY KEY (name, version)
     )""",
     # Append-only: every decision with a fingerprint of what it was computed from.
+    "CREATE SEQUENCE verdict_ids START 1",
     """CREATE TABLE verdicts (
-        verdict_id BIGINT PRIMARY KEY,
+        verdict_id BIGINT PRIMARY KEY DEFAULT nextval('verdict_ids'),
         decided_at TIMESTAMPTZ NOT NULL,
         release VARCHAR,
         stable VARCHAR,

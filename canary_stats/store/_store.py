@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from ..errors import CanaryStatsError, EventsError, StoreError
 from ..sources._pull import Pull
-from ..summary import AGGREGATE_COLUMNS, Summary, validate_events
+from ..summary import AGGREGATE_COLUMNS, Summary, _utc, validate_events
 from ._query import Selection, SourceChoice, summarize_store
 from ._schema import first_row, migrate
 
@@ -331,20 +331,22 @@ class Store:
         stable: str | None = None,
     ) -> int:
         """Append one decision (the verdict's JSON form) to the audit log."""
-        verdict_id = self._next_id("verdicts", "verdict_id")
-        self.con.execute(
-            "INSERT INTO verdicts VALUES (?, now(), ?, ?, ?, ?, ?, ?, ?)",
-            [
-                verdict_id,
-                release,
-                stable,
-                int(verdict["stage"]),
-                verdict["decision"],
-                verdict["reason"],
-                fingerprint,
-                json.dumps(verdict, sort_keys=True),
-            ],
+        row = first_row(
+            self.con.execute(
+                "INSERT INTO verdicts (decided_at, release, stable, stage, decision, reason, "
+                "fingerprint, verdict) VALUES (now(), ?, ?, ?, ?, ?, ?, ?) RETURNING verdict_id",
+                [
+                    release,
+                    stable,
+                    int(verdict["stage"]),
+                    verdict["decision"],
+                    verdict["reason"],
+                    fingerprint,
+                    json.dumps(verdict, sort_keys=True),
+                ],
+            )
         )
+        verdict_id = int(row[0]) if row else 0
         return verdict_id
 
     def verdicts(self) -> pd.DataFrame:
@@ -398,10 +400,7 @@ def _aggregate_rows(aggregates: pd.DataFrame, *, stable: str, canary: str) -> pd
     if unknown:
         raise EventsError("cohort", f"unknown labels {unknown[:5]}; expected 'stable' or 'canary'")
     for col in ("window_start", "window_end"):
-        try:
-            frame[col] = pd.to_datetime(frame[col], utc=True)
-        except (ValueError, TypeError) as exc:
-            raise EventsError(col, f"expected UTC timestamps; {exc}") from None
+        frame[col] = _utc(frame[col], col)
     by_cohort = np.where(frame["cohort"].astype(str) == "canary", canary, stable)
     if "release" in aggregates.columns:
         given = aggregates["release"].astype("string")
