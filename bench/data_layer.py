@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 import canary_stats as cs
-from canary_stats.simulate import LATENCY_BUCKETS
 from canary_stats.sources._pull import Pull
+from canary_stats.sources.openmetrics import EVAL_BUCKETS, LATENCY_BUCKETS, TOKEN_BUCKETS
 from canary_stats.store import EXACT_LATENCY_LIMIT, LATENCY_RESOLUTION, Store
 
 from .scenarios import seed_policy
@@ -139,31 +139,44 @@ def bench_store_verdict(path: Path, start: datetime, end: datetime, repeats: int
 
 
 def aggregates(hours: int, window: timedelta) -> pd.DataFrame:
-    """Per-window aggregates as a Prometheus pull returns them (200 tasks/min, 50 %)."""
+    """Per-window aggregates as a Prometheus pull returns them (200 tasks/min, 50 %).
+
+    Counts, sums and histogram buckets only (no sums of squares), like the pull:
+    21 latency, 14 token and 11 eval-score buckets per window and cohort.
+    """
     rng = np.random.default_rng(3)
     starts = pd.date_range(T0, periods=int(hours * 3600 / window.total_seconds()), freq=window)
-    rows: list[dict[str, Any]] = []
     per_window = 100 * window.total_seconds() / 60
+
+    def lognormal(median: float, sigma: float) -> Callable[[int], np.ndarray]:
+        return lambda n: median * np.exp(sigma * rng.standard_normal(n))
+
+    hists: dict[str, tuple[np.ndarray, Callable[[int], np.ndarray]]] = {
+        "latency_ms": (LATENCY_BUCKETS[::20], lognormal(2500.0, 0.5)),
+        "tokens_per_task": (TOKEN_BUCKETS[::4], lognormal(3000.0, 0.8)),
+        "eval_score": (EVAL_BUCKETS[::5], lambda n: rng.beta(27.9, 2.1, size=n)),
+    }
+    rows: list[dict[str, Any]] = []
     for cohort in ("stable", "canary"):
-        tasks = rng.poisson(per_window, size=len(starts)).astype(float)
-        latency = np.exp(np.log(2500.0) + 0.5 * rng.standard_normal((len(starts), 400)))
-        for i, ws in enumerate(starts):
+        for ws in starts:
             base = {"window_start": ws, "window_end": ws + window, "cohort": cohort}
-            n = tasks[i]
+            n = int(rng.poisson(per_window))
             rows += [
                 {**base, "metric": "tasks", "field": "count", "le": np.nan, "value": n},
-                {**base, "metric": "tasks", "field": "success", "le": np.nan, "value": n - 1},
-                {**base, "metric": "tokens_per_task", "field": "count", "le": np.nan, "value": n},
-                {**base, "metric": "tokens_per_task", "field": "sum", "le": np.nan,
-                 "value": 3000.0 * n},
-                {**base, "metric": "eval_score", "field": "count", "le": np.nan, "value": n},
-                {**base, "metric": "eval_score", "field": "sum", "le": np.nan, "value": 0.93 * n},
+                {**base, "metric": "tasks", "field": "success", "le": np.nan,
+                 "value": int(rng.binomial(n, 0.985))},
             ]  # fmt: skip
-            share = np.searchsorted(np.sort(latency[i]), LATENCY_BUCKETS[::20]) / 400
-            rows += [
-                {**base, "metric": "latency_ms", "field": "bucket", "le": le, "value": n * s}
-                for le, s in zip(LATENCY_BUCKETS[::20], share, strict=True)
-            ]
+            for metric, (edges, draw) in hists.items():
+                x = np.sort(draw(n))
+                rows += [
+                    {**base, "metric": metric, "field": "count", "le": np.nan, "value": n},
+                    {**base, "metric": metric, "field": "sum", "le": np.nan, "value": x.sum()},
+                ]
+                counts = np.searchsorted(x, edges, side="right")
+                rows += [
+                    {**base, "metric": metric, "field": "bucket", "le": le, "value": c}
+                    for le, c in zip(edges, counts, strict=True)
+                ]
     return pd.DataFrame(rows)
 
 
@@ -252,7 +265,8 @@ def render(timings: list[Timing], prom: Timing | str, *, quick: bool, sizes: dic
         f"stage of {sizes['stage']:,} events at 50 %; the verdict is "
         "`analyze(store.select(stable, canary, start, end), policy, stage=2)` with the seed "
         "policy, which also appends to the audit log. Aggregates: 360 one-minute windows × "
-        "2 cohorts with 21 latency buckets, counts and sums. The Prometheus pull runs "
+        "2 cohorts, as a pull stores them: task counts and successes, and count, sum and "
+        "buckets (21 latency, 14 token, 11 eval-score) per histogram. The Prometheus pull runs "
         "against Debian's `prometheus` backfilled with `promtool tsdb "
         "create-blocks-from openmetrics` and started on a loopback port.",
         "",

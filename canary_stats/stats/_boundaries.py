@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import special
+from scipy import optimize, special
 
 from ._common import FloatArray
 
@@ -39,6 +39,11 @@ def mixture_precision(n_tune: float, alpha: float) -> float:
     """
     la = math.log(1.0 / alpha)
     return n_tune / (2.0 * la + math.log1p(2.0 * la))
+
+
+#: Up to this many values, boundaries are solved one by one with Brent's method
+#: (a handful of evaluations each); beyond, by vectorised bisection over all of them.
+_SCALAR_SOLVES = 8
 
 
 def normal_mixture_log_evalue(z: ArrayLike, n: ArrayLike, *, rho: float) -> FloatArray:
@@ -70,6 +75,17 @@ def normal_mixture_boundary(n: ArrayLike, *, alpha: float, rho: float) -> FloatA
     v = n_a + rho
     hi = np.sqrt(v / n_a * np.log(v / (rho * alpha * alpha)))
     lo = np.zeros_like(hi)
+    if n_a.size <= _SCALAR_SOLVES:  # a few looks (a live check): Brent beats 60 array steps
+        roots = [
+            optimize.brentq(
+                lambda z, m=m: float(normal_mixture_log_evalue(z, m, rho=rho)) - target,
+                0.0,
+                float(h),
+                xtol=1e-12,
+            )
+            for m, h in zip(n_a.ravel(), hi.ravel(), strict=True)
+        ]
+        return np.reshape(roots, n_a.shape)
     for _ in range(60):
         mid = 0.5 * (lo + hi)
         above = normal_mixture_log_evalue(mid, n_a, rho=rho) >= target

@@ -17,11 +17,13 @@ References
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy import optimize
 
-from ._boundaries import beta_binomial_log_evalue, mixture_precision
+from ._boundaries import _SCALAR_SOLVES, beta_binomial_log_evalue, mixture_precision
 from ._common import (
     FloatArray,
     SequentialTestResult,
@@ -190,6 +192,19 @@ def _invert_proportion(
     x, n = pairs
     lo, hi = np.zeros(x.shape), np.ones(x.shape)
     alternative = "greater" if lower else "less"
+    if x.size <= _SCALAR_SOLVES:  # a live check: Brent per pair, a handful of evaluations
+
+        def excess(p0: float, xi: float, ni: float) -> float:
+            log_e = beta_binomial_log_evalue(xi, ni, p0, alternative=alternative, concentration=k)
+            # Far from the bound the tail probability underflows to log 0 = -inf: clip
+            # so Brent's interpolation stays finite (only the sign matters there).
+            return float(np.clip(float(log_e) - target, -1e6, 1e6))
+
+        roots = np.array(
+            [_root_in_unit(excess, xi, ni, lower=lower) for xi, ni in zip(x, n, strict=True)]
+        )
+        if np.all(np.isfinite(roots)):  # else: extreme counts, fall back to bisection
+            return roots[inverse.ravel()].reshape(shape)
     for _ in range(40):
         mid = 0.5 * (lo + hi)
         log_e = beta_binomial_log_evalue(x, n, mid, alternative=alternative, concentration=k)
@@ -199,3 +214,27 @@ def _invert_proportion(
         else:  # rejected p0 lie above the bound
             lo, hi = np.where(rejected, lo, mid), np.where(rejected, mid, hi)
     return (lo if lower else hi)[inverse.ravel()].reshape(shape)
+
+
+def _root_in_unit(
+    excess: Callable[[float, float, float], float], x: float, n: float, *, lower: bool
+) -> float:
+    """The ``p0`` in [0, 1] where the test starts (or stops) rejecting; 0 or 1 if never."""
+    eps = 1e-12
+    # The bound lies on its own side of the observed rate, where the e-value is finite:
+    # bracket there first (Brent then needs a handful of steps), the whole range if not.
+    phat = min(max(x / n, eps), 1.0 - eps) if n > 0 else 0.5
+    a, b = (eps, phat) if lower else (phat, 1.0 - eps)
+    fa, fb = excess(a, x, n), excess(b, x, n)
+    if (fa >= 0) == (fb >= 0):
+        a, b = eps, 1.0 - eps
+        fa, fb = excess(a, x, n), excess(b, x, n)
+    if not (math.isfinite(fa) and math.isfinite(fb)):
+        return math.nan
+    # excess >= 0 means rejected: below the bound for `lower`, above it otherwise.
+    if (fa >= 0) == (fb >= 0):
+        inside = fa >= 0
+        if lower:
+            return 1.0 if inside else 0.0
+        return 0.0 if inside else 1.0
+    return float(optimize.brentq(excess, a, b, args=(x, n), xtol=1e-12))

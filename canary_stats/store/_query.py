@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import duckdb
@@ -22,7 +22,14 @@ from ..stats import Histogram
 from ..summary import CohortSummary, Moments, Summary, summary_from_totals
 from ._schema import first_row
 
-__all__ = ["EXACT_LATENCY_LIMIT", "LATENCY_RESOLUTION", "Selection", "summarize_store"]
+__all__ = [
+    "EXACT_LATENCY_LIMIT",
+    "LATENCY_RESOLUTION",
+    "Selection",
+    "latest_ingest_failure",
+    "series_of",
+    "summarize_store",
+]
 
 #: Above this many tasks in a cohort, latency comes from a fine histogram.
 EXACT_LATENCY_LIMIT = 250_000
@@ -70,19 +77,31 @@ _WINDOW_FILTER = """
 """
 
 
-def summarize_store(con: duckdb.DuckDBPyConnection, selection: Selection) -> Summary:
-    """Reduce the selected data to a `Summary`, with every stored data issue attached."""
+def summarize_store(
+    con: duckdb.DuckDBPyConnection,
+    selection: Selection,
+    *,
+    series: list[tuple[Any, ...]] | None = None,
+    failure: str | Literal["ask"] | None = "ask",
+) -> Summary:
+    """Reduce the selected data to a `Summary`, with every stored data issue attached.
+
+    ``series`` (`series_of`) and ``failure`` (`latest_ingest_failure`) may come from
+    a caller's cache; by default they are read from the store.
+    """
     params = selection.params()
     source = selection.source
     if source == "auto":
         row = con.execute(f"SELECT count(*) > 0 FROM events WHERE {_EVENT_FILTER}", params)
         found = first_row(row)
         source = "events" if found and found[0] else "aggregates"
-    issues = _stored_issues(con, selection)
+    if failure == "ask":
+        failure = latest_ingest_failure(con, selection)
+    issues = _stored_issues(con, selection, failure)
     if source == "events":
         summary = _from_events(con, params, issues)
     else:
-        summary = _from_aggregates(con, selection, issues)
+        summary = _from_aggregates(con, selection, issues, series)
     return summary
 
 
@@ -184,31 +203,48 @@ def _latency_histograms(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) 
     return out
 
 
-def _from_aggregates(
-    con: duckdb.DuckDBPyConnection, selection: Selection, issues: list[str]
-) -> Summary:
-    params = selection.params()
-    # Sums per series over the selected windows, plus one row with the time range.
-    rows = con.execute(
-        f"""
-        WITH picked AS (
-            SELECT * FROM aggregates
-            WHERE {_WINDOW_FILTER}
-              AND ((cohort = 'stable' AND ($stable IS NULL OR release = $stable))
-                OR (cohort = 'canary' AND ($canary IS NULL OR release = $canary)))
-        )
-        SELECT cohort::VARCHAR, metric, field, le,
-               coalesce(sum(value), 'NaN'::DOUBLE),  -- NULLs skipped, reported below
-               count(*) - count(value), NULL, NULL
-        FROM picked GROUP BY ALL
-        UNION ALL
-        SELECT NULL, NULL, NULL, NULL, NULL, NULL, min(window_start), max(window_end)
-        FROM picked
+def series_of(con: duckdb.DuckDBPyConnection, selection: Selection) -> list[tuple[Any, ...]]:
+    """(series_id, cohort, metric, field, le) of the selected release pair's series."""
+    return con.execute(
+        """
+        SELECT series_id, cohort::VARCHAR, metric, field, le FROM series
+        WHERE (cohort = 'stable' AND ($stable IS NULL OR release = $stable))
+           OR (cohort = 'canary' AND ($canary IS NULL OR release = $canary))
         """,
-        params,
+        {"stable": selection.stable, "canary": selection.canary},
     ).fetchall()
+
+
+def _from_aggregates(
+    con: duckdb.DuckDBPyConnection,
+    selection: Selection,
+    issues: list[str],
+    series: list[tuple[Any, ...]] | None,
+) -> Summary:
+    # Two small queries beat one join: the chosen series (a few hundred rows, cached
+    # by the store between ingests), then sums per series id over the windows.
+    meta = series_of(con, selection) if series is None else series
+    sums = con.execute(
+        f"""
+        SELECT series_id,
+               coalesce(sum(value), 'NaN'::DOUBLE),  -- NULLs skipped, counted next
+               count(*) - count(value),
+               -- epoch microseconds: a Python datetime per row costs more than the query
+               epoch_us(min(window_start)), epoch_us(max(window_end))
+        FROM aggregates
+        WHERE list_contains($ids, series_id) AND {_WINDOW_FILTER}
+        GROUP BY series_id
+        """,
+        {"ids": [m[0] for m in meta], "start": selection.start, "end": selection.end},
+    ).fetchall()
+    keys = {m[0]: m[1:] for m in meta}
+    firsts = [r[3] for r in sums]
+    rows = [(*keys[r[0]], r[1], r[2], None, None) for r in sums]
+    if sums:
+        span = (_from_epoch_us(min(firsts)), _from_epoch_us(max(r[4] for r in sums)))
+        rows.append((None, None, None, None, None, None, *span))
     totals: dict[tuple[str, str, str], float] = {}
-    series: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    points: dict[tuple[str, str], list[tuple[float, float]]] = {}
     missing, first, last = 0, None, None
     for cohort, metric, field, le, value, nulls, lo, hi in rows:
         if cohort is None:
@@ -216,15 +252,15 @@ def _from_aggregates(
             continue
         missing += nulls
         if field == "bucket":
-            if value is not None:
-                series.setdefault((cohort, metric), []).append((float(le), value))
+            if not math.isnan(value):
+                points.setdefault((cohort, metric), []).append((float(le), value))
         else:
-            totals[(cohort, metric, field)] = math.nan if value is None else value
+            totals[(cohort, metric, field)] = value
     if missing:
         issues = [*issues, f"{missing} aggregate values are NaN or missing (partial data)"]
     buckets = {
         key: (np.array([p[0] for p in pts]), np.array([p[1] for p in pts], dtype=float))
-        for key, pts in ((k, sorted(v)) for k, v in series.items())
+        for key, pts in ((k, sorted(v)) for k, v in points.items())
     }
     return summary_from_totals(
         totals,
@@ -236,40 +272,54 @@ def _from_aggregates(
     )
 
 
-def _stored_issues(con: duckdb.DuckDBPyConnection, selection: Selection) -> list[str]:
-    """Issues recorded by pulls in the selected range, and a failed latest ingest."""
-    pair = "($stable IS NULL OR stable = $stable) AND ($canary IS NULL OR canary = $canary)"
-    params = selection.params()
-    rows = con.execute(
-        f"""
-        SELECT kind, cohort::VARCHAR, count(*), min(window_start), any_value(detail)
-        FROM data_issues WHERE {pair} AND {_WINDOW_FILTER}
-        GROUP BY ALL ORDER BY kind, 2
-        """,
-        params,
-    ).fetchall()
-    issues = [
-        f"{kind}{'' if cohort is None else f' ({cohort})'} in {n} window(s) "
-        f"from {_utc(first):%Y-%m-%d %H:%M}Z: {detail}"
-        for kind, cohort, n, first, detail in rows
-    ]
-    if selection.stable is not None and selection.canary is not None:
-        last = first_row(
-            con.execute(
-                """
-            SELECT status, source, finished_at, detail FROM ingests
+def latest_ingest_failure(con: duckdb.DuckDBPyConnection, selection: Selection) -> str | None:
+    """Why the pair's latest ingest failed, or None (it succeeded, or there is none)."""
+    if selection.stable is None or selection.canary is None:
+        return None
+    row = first_row(
+        con.execute(
+            """
+            SELECT status, source, epoch_us(finished_at), detail FROM ingests
             WHERE stable = $stable AND canary = $canary
             ORDER BY ingest_id DESC LIMIT 1
             """,
-                {"stable": selection.stable, "canary": selection.canary},
-            )
+            {"stable": selection.stable, "canary": selection.canary},
         )
-        if last and last[0] == "failed":
-            issues.append(
-                f"the latest ingest from {last[1]} failed at "
-                f"{_utc(last[2]):%Y-%m-%d %H:%M:%S}Z: {last[3]}"
-            )
+    )
+    if row is None or row[0] != "failed":
+        return None
+    when = f"{_from_epoch_us(row[2]):%Y-%m-%d %H:%M:%S}Z"
+    return f"the latest ingest from {row[1]} failed at {when}: {row[3]}"
+
+
+def _stored_issues(
+    con: duckdb.DuckDBPyConnection, selection: Selection, failure: str | None
+) -> list[str]:
+    """Issues recorded by pulls in the selected range, grouped by kind and cohort."""
+    pair = "($stable IS NULL OR stable = $stable) AND ($canary IS NULL OR canary = $canary)"
+    rows = con.execute(
+        f"""
+        SELECT kind, cohort::VARCHAR, epoch_us(window_start), detail
+        FROM data_issues WHERE {pair} AND {_WINDOW_FILTER}
+        """,
+        selection.params(),
+    ).fetchall()
+    grouped: dict[tuple[str, str | None], list[tuple[int, str]]] = {}
+    for kind, cohort, start, detail in rows:
+        grouped.setdefault((kind, cohort), []).append((start, detail))
+    issues = []
+    for (kind, cohort), found in sorted(grouped.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        who = "" if cohort is None else f" ({cohort})"
+        first, detail = min(found)
+        when = f"{_from_epoch_us(first):%Y-%m-%d %H:%M}Z"
+        issues.append(f"{kind}{who} in {len(found)} window(s) from {when}: {detail}")
+    if failure is not None:
+        issues.append(failure)
     return issues
+
+
+def _from_epoch_us(us: int) -> datetime:
+    return datetime.fromtimestamp(us // 1_000_000, UTC).replace(microsecond=us % 1_000_000)
 
 
 def _utc(value: Any) -> datetime:

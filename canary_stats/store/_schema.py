@@ -42,22 +42,34 @@ _V1 = [
         ingest_id BIGINT NOT NULL,
         PRIMARY KEY (release, request_id)
     )""",
-    # Per-window aggregates; the window key makes re-ingestion a no-op. `le` is
-    # the bucket bound as text ('' for non-bucket fields, 'inf' for +Inf) so it
-    # can be part of the key.
-    """CREATE TABLE aggregates (
-        window_start TIMESTAMPTZ NOT NULL,
-        window_end TIMESTAMPTZ NOT NULL,
-        cohort cohort_t NOT NULL,
+    # One row per aggregate series (release x cohort x metric x field x bucket). `le`
+    # is the bucket bound as text ('' for non-bucket fields, 'inf' for +Inf) so it can
+    # be part of the key; verdicts sum values by the integer id, which keeps them fast.
+    "CREATE SEQUENCE series_ids START 1",
+    """CREATE TABLE series (
+        series_id INTEGER PRIMARY KEY DEFAULT nextval('series_ids'),
         release VARCHAR NOT NULL,
+        cohort cohort_t NOT NULL,
         metric VARCHAR NOT NULL,
         field VARCHAR NOT NULL,
         le VARCHAR NOT NULL,
+        UNIQUE (release, cohort, metric, field, le)
+    )""",
+    # Per-window values of a series; the window key makes re-ingestion a no-op.
+    """CREATE TABLE aggregates (
+        series_id INTEGER NOT NULL,
+        window_start TIMESTAMPTZ NOT NULL,
+        window_end TIMESTAMPTZ NOT NULL,
         value DOUBLE,
         ingest_id BIGINT NOT NULL,
-        PRIMARY KEY (release, cohort, metric, field, le, window_start),
+        PRIMARY KEY (series_id, window_start),
         CHECK (window_end > window_start)
     )""",
+    # The same, one readable row per value (for notebooks and ad-hoc SQL).
+    """CREATE VIEW aggregate_rows AS
+        SELECT a.window_start, a.window_end, s.cohort, s.release, s.metric, s.field, s.le,
+               a.value, a.ingest_id
+        FROM aggregates AS a JOIN series AS s USING (series_id)""",
     # What made a pulled window untrustworthy, for the (stable, canary) pair pulled.
     """CREATE TABLE data_issues (
         window_start TIMESTAMPTZ NOT NULL,

@@ -25,7 +25,13 @@ import pyarrow.parquet as pq
 from ..errors import CanaryStatsError, EventsError, StoreError
 from ..sources._pull import Pull
 from ..summary import AGGREGATE_COLUMNS, Summary, _utc, validate_events
-from ._query import Selection, SourceChoice, summarize_store
+from ._query import (
+    Selection,
+    SourceChoice,
+    latest_ingest_failure,
+    series_of,
+    summarize_store,
+)
 from ._schema import first_row, migrate
 
 __all__ = ["DEFAULT_PATH", "TABLES", "IngestResult", "Store", "StoreView"]
@@ -37,6 +43,7 @@ DEFAULT_PATH = Path("data") / "canary_stats.duckdb"
 TABLES = (
     "events",
     "eval_scores",
+    "series",
     "aggregates",
     "data_issues",
     "ingests",
@@ -47,6 +54,7 @@ TABLES = (
 
 _EVENT_COLS = "request_id, ts, cohort, release, success, latency_ms, tokens, eval_score, user_id"
 _EVAL_COLUMNS = ("request_id", "ts", "release", "cohort", "eval_score")
+_SERIES_KEY = ("release", "cohort", "metric", "field", "le")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +87,26 @@ class Store:
             raise StoreError(f"{self.path}: cannot open: {exc}") from None
         if not read_only:
             migrate(self.con, str(self.path))
+        # Per release pair: its series and its latest ingest's failure. This process is
+        # the file's only writer, and every ingest clears the cache.
+        self._series: dict[tuple[str | None, str | None], list[tuple[Any, ...]]] = {}
+        self._failures: dict[tuple[str | None, str | None], str | None] = {}
+
+    def series_of(self, selection: Selection) -> list[tuple[Any, ...]]:
+        key = (selection.stable, selection.canary)
+        if key not in self._series:
+            self._series[key] = series_of(self.con, selection)
+        return self._series[key]
+
+    def latest_ingest_failure(self, selection: Selection) -> str | None:
+        key = (selection.stable, selection.canary)
+        if key not in self._failures:
+            self._failures[key] = latest_ingest_failure(self.con, selection)
+        return self._failures[key]
+
+    def _forget(self) -> None:
+        self._series.clear()
+        self._failures.clear()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -197,7 +225,22 @@ class Store:
         _check_grid(frame)
 
         def write(ingest_id: int) -> tuple[int, int]:
-            self.con.register("new_rows", frame)
+            pair = {"stable": stable, "canary": canary}
+            self.con.register("new_series", frame[list(_SERIES_KEY)].drop_duplicates())
+            try:
+                self.con.execute(
+                    "INSERT OR IGNORE INTO series (release, cohort, metric, field, le) "
+                    "SELECT release, cohort::cohort_t, metric, field, le FROM new_series"
+                )
+            finally:
+                self.con.unregister("new_series")
+            ids = self.con.execute(
+                "SELECT series_id, release, cohort::VARCHAR AS cohort, metric, field, le "
+                "FROM series WHERE release IN ($stable, $canary)",
+                pair,
+            ).df()
+            rows = frame.merge(ids, on=list(_SERIES_KEY), how="left", validate="many_to_one")
+            self.con.register("new_rows", rows)
             self.con.register("new_issues", issues)
             try:
                 clash = first_row(
@@ -205,8 +248,7 @@ class Store:
                         """
                     SELECT n.metric, n.window_start, a.window_start, a.window_end
                     FROM new_rows AS n JOIN aggregates AS a
-                      ON a.release = n.release AND a.cohort = n.cohort::cohort_t
-                     AND a.metric = n.metric AND a.field = n.field AND a.le = n.le
+                      ON a.series_id = n.series_id
                      AND a.window_start < n.window_end AND n.window_start < a.window_end
                      AND NOT (a.window_start = n.window_start AND a.window_end = n.window_end)
                     LIMIT 1
@@ -226,9 +268,9 @@ class Store:
                       AND d.window_start IN (SELECT window_start FROM new_rows)
                       AND d.window_start NOT IN (SELECT window_start FROM new_issues)
                 """
-                pair = {"stable": stable, "canary": canary}
                 self.con.execute(
-                    f"DELETE FROM aggregates WHERE release IN ($stable, $canary) "
+                    f"DELETE FROM aggregates WHERE series_id IN "
+                    f"(SELECT series_id FROM series WHERE release IN ($stable, $canary)) "
                     f"AND window_start IN ({healed})",
                     pair,
                 )
@@ -240,8 +282,7 @@ class Store:
                 self.con.execute(
                     """
                     INSERT OR IGNORE INTO aggregates
-                    SELECT window_start, window_end, cohort::cohort_t, release, metric, field,
-                           le, value, $ingest_id
+                    SELECT series_id, window_start, window_end, value, $ingest_id
                     FROM new_rows
                     """,
                     {"ingest_id": ingest_id},
@@ -268,7 +309,10 @@ class Store:
                 self.con.unregister("new_issues")
             return inserted, len(frame) - inserted
 
-        return self._ingest(source, write, stable=stable, canary=canary, issues=len(issues))
+        try:
+            return self._ingest(source, write, stable=stable, canary=canary, issues=len(issues))
+        finally:
+            self._forget()  # new series may have been added
 
     def record_failed_ingest(
         self, source: str, error: str, *, stable: str | None = None, canary: str | None = None
@@ -298,6 +342,7 @@ class Store:
                 [ingest_id, source, started, stable, canary, inserted, skipped],
             )
             self.con.commit()
+            self._forget()
         except (CanaryStatsError, duckdb.Error) as exc:
             self.con.rollback()
             self._log_ingest(
@@ -309,6 +354,7 @@ class Store:
         return IngestResult(ingest_id, inserted, skipped, issues)
 
     def _log_ingest(self, source: str, started: datetime, finished: datetime, *rest: Any) -> int:
+        self._forget()
         ingest_id = self._next_id("ingests", "ingest_id")
         self.con.execute(
             "INSERT INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -435,4 +481,9 @@ class StoreView:
     selection: Selection
 
     def summary(self) -> Summary:
-        return summarize_store(self.store.con, self.selection)
+        return summarize_store(
+            self.store.con,
+            self.selection,
+            series=self.store.series_of(self.selection),
+            failure=self.store.latest_ingest_failure(self.selection),
+        )

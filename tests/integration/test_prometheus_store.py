@@ -44,12 +44,12 @@ def test_stored_counts_equal_the_generated_ones(history: History, tmp_path: Path
     raw = history.raw("v1", "v2")
     with Store(db) as store:
         stored = store.con.execute(
-            "SELECT cohort::VARCHAR, sum(value) FROM aggregates "
+            "SELECT cohort::VARCHAR, sum(value) FROM aggregate_rows "
             "WHERE metric = 'tasks' AND field = ? GROUP BY ALL",
             ["count"],
         ).fetchall()
         successes = store.con.execute(
-            "SELECT cohort::VARCHAR, sum(value) FROM aggregates "
+            "SELECT cohort::VARCHAR, sum(value) FROM aggregate_rows "
             "WHERE metric = 'tasks' AND field = 'success' GROUP BY ALL"
         ).fetchall()
     # Scrapes sit on the window edges and Prometheus 2.x range selectors include both
