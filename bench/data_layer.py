@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.quick
         else {"ingest": 1_000_000, "store": 10_000_000, "stage": 400_000}
     )
-    repeats = 3 if args.quick else 7
+    repeats = 3 if args.quick else 21
     with tempfile.TemporaryDirectory(prefix="canary-bench-") as tmp:
         d = Path(tmp)
         print("ingestion ...", file=sys.stderr, flush=True)

@@ -59,6 +59,19 @@ class Moments:
         mean = total / n
         return cls(float(n), float(mean), float(max(total_sq / n - mean * mean, 0.0)))
 
+    def pooled(self, other: Moments) -> Moments:
+        """The moments of both samples together (Chan et al.'s parallel update)."""
+        n1, n2 = float(self.n), float(other.n)
+        if n2 <= 0:
+            return self
+        if n1 <= 0:
+            return other
+        n = n1 + n2
+        delta = float(other.mean) - float(self.mean)
+        mean = float(self.mean) + delta * n2 / n
+        var = (n1 * float(self.var) + n2 * float(other.var)) / n + delta * delta * n1 * n2 / (n * n)
+        return Moments(n, mean, var)
+
     @classmethod
     def from_values(cls, x: np.ndarray) -> Moments:
         if x.size == 0:
@@ -231,32 +244,45 @@ def _unique_request_ids(events: pd.DataFrame) -> None:
             )
 
 
-def validate_events(events: pd.DataFrame) -> pd.DataFrame:
-    """Check raw events against the data contract; return them normalised for storage.
+def validate_events(events: pd.DataFrame) -> pa.Table:
+    """Check raw events against the data contract; return them as an Arrow table to store.
 
-    The result has every column of the contract (optional text columns filled
-    with nulls), UTC timestamps, and cohort labels as text.
+    The table has every column of the contract (optional text columns null when
+    absent), UTC timestamps, and the cohort dictionary-encoded. Arrow rather than
+    pandas because the store scans it without copying or converting objects.
     """
     _require(events, EVENT_COLUMNS[:5], "raw events")
     codes = _cohort_codes(events["cohort"])
-    out = {
-        "ts": _utc(events["ts"], "ts"),
-        "cohort": np.asarray(COHORTS, dtype=object)[codes],
-        "success": _success(events["success"]),
-        "latency_ms": _numeric(events, "latency_ms", low=0.0),
-        "tokens": _numeric(events, "tokens", low=0.0),
-        "eval_score": (
+    n = len(events)
+    ts = _utc(events["ts"], "ts")
+    columns = {
+        "ts": pa.array(ts.array.as_unit("us"), type=pa.timestamp("us", tz="UTC")),
+        "cohort": pa.DictionaryArray.from_arrays(pa.array(codes, pa.int8()), _COHORT_SET),
+        "success": pa.array(_success(events["success"])),
+        "latency_ms": pa.array(_numeric(events, "latency_ms", low=0.0)),
+        "tokens": pa.array(_numeric(events, "tokens", low=0.0)),
+        "eval_score": pa.array(
             _numeric(events, "eval_score", low=0.0, high=1.0, nullable=True)
             if "eval_score" in events.columns
-            else np.full(len(events), np.nan)
+            else np.full(n, np.nan),
+            from_pandas=True,  # NaN -> null: not evaluated
         ),
     }
-    _unique_request_ids(events)
-    frame = pd.DataFrame(out, index=events.index)
     for name in ("request_id", "release", "user_id"):
-        col = events[name] if name in events.columns else pd.Series(None, index=events.index)
-        frame[name] = col.astype("string")
-    return frame.reset_index(drop=True)
+        columns[name] = _text(events, name)
+    # Duplicated request ids are left to the store, which counts them in one scan.
+    return pa.table(columns)
+
+
+def _text(events: pd.DataFrame, name: str) -> pa.Array:
+    if name not in events.columns:
+        return pa.nulls(len(events), pa.string())
+    col = events[name]
+    try:
+        return pa.array(col.array if isinstance(col.dtype, pd.StringDtype) else col,
+                        type=pa.string(), from_pandas=True)  # fmt: skip
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        raise EventsError(name, "expected text") from None
 
 
 def summarize_events(events: pd.DataFrame) -> Summary:

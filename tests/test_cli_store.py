@@ -140,3 +140,12 @@ def test_export_writes_every_table(tmp_path: Path, regressed: Path) -> None:
     paths = json.loads(out)
     assert set(paths) == set(TABLES)
     assert len(pd.read_parquet(paths["events"])) == len(pd.read_parquet(regressed))
+
+
+def test_the_example_source_settings_load() -> None:
+    from canary_stats.sources.prometheus import PrometheusConfig
+
+    root = Path(__file__).resolve().parents[1]
+    config = PrometheusConfig.from_file(root / "examples" / "sources" / "prometheus.yaml")
+    assert config.cohort_label == "version" and config.selectors == {"app": "research-agent"}
+    assert config.metrics.latency == "agent_task_duration_ms"

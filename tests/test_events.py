@@ -127,3 +127,15 @@ def test_missing_or_unknown_cohorts_name_the_field(base: pd.DataFrame, dtype: st
     _bad(df.assign(cohort=df["cohort"].astype(dtype)), "cohort", "unknown labels ['blue']")
     empty = pd.Series(pd.Categorical([None] * len(df)), index=df.index)
     _bad(df.assign(cohort=empty), "cohort", "rows have no cohort")
+
+
+def test_pooled_moments_equal_the_moments_of_both_samples() -> None:
+    rng = np.random.default_rng(4)
+    a, b = rng.lognormal(8, 0.5, 500), rng.lognormal(8.2, 0.3, 70)
+    pooled = cs.Moments.from_values(a).pooled(cs.Moments.from_values(b))
+    both = cs.Moments.from_values(np.concatenate([a, b]))
+    assert pooled.n == both.n
+    assert pooled.mean == pytest.approx(both.mean, rel=1e-12)
+    assert pooled.var == pytest.approx(both.var, rel=1e-10)
+    empty = cs.Moments.from_values(np.empty(0))
+    assert empty.pooled(both) is both and both.pooled(empty) is both

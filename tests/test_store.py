@@ -103,6 +103,15 @@ class TestIngestEvents:
             store.ingest_events(bad)
         assert _counts(store) == before
 
+    def test_duplicated_ids_in_one_batch_are_refused(self, store: Store) -> None:
+        store.ingest_events(events(minutes=10))
+        before = _counts(store)
+        bad = events(minutes=10, seed=3).assign(request_id=lambda d: "b-" + d["request_id"])
+        bad.loc[bad.index[:3], "request_id"] = "same"
+        with pytest.raises(EventsError, match="request_id: 2 duplicated values"):
+            store.ingest_events(bad)
+        assert _counts(store) == before
+
     def test_database_rejection_rolls_back_and_is_logged(self, store: Store) -> None:
         scores = pd.DataFrame(
             {

@@ -92,9 +92,10 @@ def summarize_store(
     params = selection.params()
     source = selection.source
     if source == "auto":
-        row = con.execute(f"SELECT count(*) > 0 FROM events WHERE {_EVENT_FILTER}", params)
-        found = first_row(row)
-        source = "events" if found and found[0] else "aggregates"
+        found = first_row(
+            con.execute(f"SELECT 1 FROM events WHERE {_EVENT_FILTER} LIMIT 1", params)
+        )
+        source = "events" if found else "aggregates"
     if failure == "ask":
         failure = latest_ingest_failure(con, selection)
     issues = _stored_issues(con, selection, failure)
@@ -111,7 +112,7 @@ def _from_events(
     rows = con.execute(
         f"""
         SELECT cohort::VARCHAR, count(*), count_if(success), avg(tokens), var_pop(tokens),
-               min(ts), max(ts)
+               min(ts), max(ts), count(eval_score), avg(eval_score), var_pop(eval_score)
         FROM events WHERE {_EVENT_FILTER} GROUP BY cohort
         """,
         params,
@@ -130,7 +131,7 @@ def _from_events(
             successes=float(r[2]),
             latency=latency.get(name, np.empty(0)),
             tokens=Moments(float(r[1]), float(r[3]), float(r[4])),
-            eval_score=evals.get(name, Moments(0.0, float("nan"), float("nan"))),
+            eval_score=_moments(r[7:10]).pooled(evals.get(name, _moments((0, None, None)))),
         )
 
     starts = [r[5] for r in rows if r[0] in ("stable", "canary")]
@@ -145,27 +146,27 @@ def _from_events(
     )
 
 
+def _moments(row: tuple[Any, ...]) -> Moments:
+    n, mean, var = row
+    nan = float("nan")
+    return Moments(float(n), nan if mean is None else float(mean), nan if var is None else var)
+
+
 def _eval_moments(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> dict[str, Moments]:
-    """Eval scores from events and from report cards (cohort resolved from the release)."""
+    """Eval scores from report cards, the cohort resolved from the release when not given."""
     rows = con.execute(
         f"""
-        WITH scores AS (
-            SELECT cohort::VARCHAR AS cohort, eval_score FROM events
-            WHERE eval_score IS NOT NULL AND {_EVENT_FILTER}
-            UNION ALL
-            SELECT cohort, eval_score FROM (
-                SELECT coalesce(cohort::VARCHAR, CASE WHEN release = $canary THEN 'canary'
-                                                     WHEN release = $stable THEN 'stable' END)
-                           AS cohort, eval_score, release, ts
-                FROM eval_scores
-            ) WHERE cohort IS NOT NULL AND {_EVENT_FILTER}
-        )
-        SELECT cohort, count(*), avg(eval_score), var_pop(eval_score)
-        FROM scores GROUP BY cohort
+        SELECT cohort, count(*), avg(eval_score), var_pop(eval_score) FROM (
+            SELECT coalesce(cohort::VARCHAR, CASE WHEN release = $canary THEN 'canary'
+                                                 WHEN release = $stable THEN 'stable' END)
+                       AS cohort, eval_score, release, ts
+            FROM eval_scores
+        ) WHERE cohort IS NOT NULL AND {_EVENT_FILTER}
+        GROUP BY cohort
         """,
         params,
     ).fetchall()
-    return {r[0]: Moments(float(r[1]), float(r[2]), float(r[3])) for r in rows}
+    return {r[0]: _moments(r[1:]) for r in rows}
 
 
 def _latency_values(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> dict[str, Any]:
