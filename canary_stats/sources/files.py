@@ -38,7 +38,8 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from ..errors import EventsError
-from ..summary import AGGREGATE_COLUMNS, EVENT_COLUMNS, _cohort_codes, _require, _utc
+from ..summary import AGGREGATE_COLUMNS, EVENT_COLUMNS
+from ..summary._checks import cohort_codes, require_columns, utc_timestamps
 
 __all__ = ["load_events"]
 
@@ -158,20 +159,20 @@ def _conform(frame: pd.DataFrame) -> pd.DataFrame:
         required, optional, what = AGGREGATE_COLUMNS, _AGGREGATE_OPTIONAL, "aggregates"
     else:
         required, optional, what = EVENT_COLUMNS[:5], _EVENT_OPTIONAL, "raw events"
-    _require(frame, required, what)
+    require_columns(frame, required, what)
     frame = frame.reset_index(drop=True)  # rows in messages are positions
     out: dict[str, pd.Series] = {}
     for name in (*required, *(c for c in optional if c in frame.columns)):
         col = frame[name]
         if name in _TIMES:
-            out[name] = _utc(col, name)
+            out[name] = utc_timestamps(col, name)
         elif name == "success":
             out[name] = _booleans(col, name)
         elif _TYPES[name] == _NUMBER:
             out[name] = _numbers(col, name)
         else:
             out[name] = col.astype("str")
-    _cohort_codes(out["cohort"])  # raises on unknown or missing labels
+    cohort_codes(out["cohort"])  # raises on unknown or missing labels
     return pd.DataFrame(out)
 
 

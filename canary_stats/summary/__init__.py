@@ -1,0 +1,36 @@
+"""Sufficient statistics per cohort, from raw events or per-window aggregates.
+
+The judge never looks at rows: it looks at a `Summary` (counts, sums, sums of
+squares, latency order statistics or histogram buckets). Raw events and
+Prometheus-style aggregates both reduce to it, which is what lets one verdict
+work on either and keeps its cost independent of how the data arrived.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ._aggregates import summarize_aggregates, summary_from_totals
+from ._events import summarize_events, validate_events
+from ._types import AGGREGATE_COLUMNS, EVENT_COLUMNS, CohortSummary, Moments, Summary
+
+__all__ = [
+    "AGGREGATE_COLUMNS",
+    "EVENT_COLUMNS",
+    "CohortSummary",
+    "Moments",
+    "Summary",
+    "summarize",
+    "summarize_aggregates",
+    "summarize_events",
+    "summary_from_totals",
+    "validate_events",
+]
+
+
+def summarize(data: pd.DataFrame) -> Summary:
+    """Dispatch on the columns: raw events or per-window aggregates."""
+    cols = set(data.columns)
+    if {"metric", "field", "value"} <= cols:
+        return summarize_aggregates(data)
+    return summarize_events(data)

@@ -1,0 +1,106 @@
+"""The statistics the judge sees: per-cohort moments, counts and latency data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..stats import Histogram
+
+__all__ = [
+    "AGGREGATE_COLUMNS",
+    "COHORTS",
+    "COHORT_SET",
+    "EVENT_COLUMNS",
+    "CohortSummary",
+    "Moments",
+    "Summary",
+]
+
+EVENT_COLUMNS = ("ts", "cohort", "success", "latency_ms", "tokens", "eval_score")
+AGGREGATE_COLUMNS = ("window_start", "window_end", "cohort", "metric", "field", "le", "value")
+COHORTS = ("stable", "canary", "shadow")
+COHORT_SET = pa.array(COHORTS)
+
+
+@dataclass(frozen=True, slots=True)
+class Moments:
+    """Count, mean and variance (``ddof=0``) of one metric in one cohort.
+
+    Fields are floats, or arrays of one value per look in simulations.
+    """
+
+    n: Any
+    mean: Any
+    var: Any
+
+    @classmethod
+    def from_sums(cls, n: float, total: float, total_sq: float) -> Moments:
+        if n <= 0:
+            return cls(0.0, float("nan"), float("nan"))
+        mean = total / n
+        return cls(float(n), float(mean), float(max(total_sq / n - mean * mean, 0.0)))
+
+    def pooled(self, other: Moments) -> Moments:
+        """The moments of both samples together (Chan et al.'s parallel update)."""
+        n1, n2 = float(self.n), float(other.n)
+        if n2 <= 0:
+            return self
+        if n1 <= 0:
+            return other
+        n = n1 + n2
+        delta = float(other.mean) - float(self.mean)
+        mean = float(self.mean) + delta * n2 / n
+        var = (n1 * float(self.var) + n2 * float(other.var)) / n + delta * delta * n1 * n2 / (n * n)
+        return Moments(n, mean, var)
+
+    @classmethod
+    def from_values(cls, x: np.ndarray) -> Moments:
+        if x.size == 0:
+            return cls(0.0, float("nan"), float("nan"))
+        mean = float(x.mean())
+        centred = x - mean  # two passes: no cancellation when the mean dwarfs the spread
+        return cls(float(x.size), mean, float(centred @ centred) / x.size)
+
+
+@dataclass(frozen=True, slots=True)
+class CohortSummary:
+    """What the judge needs to know about one cohort."""
+
+    tasks: Any
+    successes: Any
+    latency: np.ndarray | Histogram
+    tokens: Moments
+    eval_score: Moments
+
+    @property
+    def latency_n(self) -> float:
+        lat = self.latency
+        return float(lat.n) if isinstance(lat, Histogram) else float(lat.size)
+
+    @classmethod
+    def empty(cls) -> CohortSummary:
+        nan = Moments(0.0, float("nan"), float("nan"))
+        return cls(0.0, 0.0, np.empty(0), nan, nan)
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Both cohorts over one analysis window, with anything that makes it untrustworthy."""
+
+    stable: CohortSummary
+    canary: CohortSummary
+    start: datetime | None = None
+    end: datetime | None = None
+    issues: tuple[str, ...] = field(default=())
+    source: str = "events"
+
+    @property
+    def span(self) -> timedelta:
+        if self.start is None or self.end is None:
+            return timedelta(0)
+        return self.end - self.start
