@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import gc
+import multiprocessing
 import os
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -192,6 +194,30 @@ def bench_aggregate_verdict(path: Path, repeats: int) -> Timing:
     )
 
 
+def in_fresh_processes(
+    fn: Callable[[Path, int], Timing], directory: Path, repeats: int, processes: int
+) -> Timing:
+    """``fn`` in ``processes`` new interpreters, one after another: the median of medians.
+
+    On this shared 2-core machine the same code runs 1.5x slower in some processes
+    than in others; one process would report whichever it drew.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    runs = []
+    for i in range(processes):
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            runs.append(pool.submit(fn, directory / f"run-{i}.duckdb", repeats).result())
+    medians = sorted(t.median for t in runs)
+    return Timing(
+        runs[0].what,
+        statistics.median(medians),
+        min(t.best for t in runs),
+        repeats * processes,
+        f"{processes} processes × {repeats} runs; process medians "
+        f"{1000 * medians[0]:.1f}–{1000 * medians[-1]:.1f} ms",
+    )
+
+
 def bench_prometheus_pull(directory: Path, repeats: int) -> Timing | str:
     """The pull of one 6-hour stage from a real, backfilled Prometheus."""
     try:
@@ -306,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         start, end = build_big_store(d / "big.duckdb", sizes["store"], sizes["stage"])
         timings.append(bench_store_verdict(d / "big.duckdb", start, end, repeats))
         print("aggregate verdict ...", file=sys.stderr, flush=True)
-        timings.append(bench_aggregate_verdict(d / "agg.duckdb", repeats))
+        timings.append(
+            in_fresh_processes(bench_aggregate_verdict, d, repeats, 3 if args.quick else 7)
+        )
         print("prometheus pull ...", file=sys.stderr, flush=True)
         prom = bench_prometheus_pull(d, 3)
     text = render(timings, prom, quick=args.quick, sizes=sizes)

@@ -34,3 +34,22 @@ def test_proportion_bound_one_by_one_equals_vectorised(alternative: str) -> None
         alone = proportion_bound(x[i], n[i], **kwargs).confidence_interval
         assert float(alone.low) == pytest.approx(together.low[i], abs=1e-9)
         assert float(alone.high) == pytest.approx(together.high[i], abs=1e-9)
+
+
+@pytest.mark.parametrize("alternative", ["less", "greater"])
+def test_beta_binomial_scalar_path_equals_the_array_path(alternative: str) -> None:
+    from canary_stats.stats._boundaries import beta_binomial_log_evalue
+
+    rng = np.random.default_rng(8)
+    n = rng.integers(0, 100_000, size=200).astype(float)
+    s = np.floor(n * rng.choice([0.0, 0.3, 0.95, 0.99, 1.0], size=200))
+    p0 = rng.choice([0.01, 0.5, 0.95, 0.97, 0.999], size=200)
+    arrays = beta_binomial_log_evalue(s, n, p0, alternative=alternative, concentration=40.0)
+    for i in range(n.size):
+        one = beta_binomial_log_evalue(
+            float(s[i]), float(n[i]), float(p0[i]), alternative=alternative, concentration=40.0
+        )
+        if np.isfinite(arrays[i]):
+            assert one == pytest.approx(arrays[i], rel=1e-9, abs=1e-9)
+        else:
+            assert one == arrays[i] or (np.isnan(one) and np.isnan(arrays[i]))

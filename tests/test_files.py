@@ -305,7 +305,7 @@ def test_empty_jsonl_has_no_columns(tmp_path: Path) -> None:
     _fails(_text(tmp_path, "empty.jsonl", "\n"), "ts", EVENTS_NEED)
 
 
-# -- naive timestamps on the summary path (summary._checks.utc_timestamps) ---------------------------
+# -- naive timestamps on the summary path (summary._checks.utc_timestamps) ----------
 
 
 @pytest.mark.parametrize(

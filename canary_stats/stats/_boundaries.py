@@ -17,6 +17,7 @@ References
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -110,6 +111,11 @@ def beta_binomial_log_evalue(
     the alternative, which keeps it a supermartingale under every rate in the null
     ([3]_; the untruncated form is [1]_, Prop. 6).
     """
+    if isinstance(successes, float | int) and isinstance(n, float | int):
+        if isinstance(p0, float | int):
+            return _beta_binomial_scalar(
+                float(successes), float(n), float(p0), alternative, concentration
+            )
     s = np.asarray(successes, dtype=float)
     f = np.asarray(n, dtype=float) - s
     p = np.asarray(p0, dtype=float)
@@ -121,3 +127,23 @@ def beta_binomial_log_evalue(
         # 0 * log(0) terms: no successes (failures) carry no evidence about log p (log 1-p).
         log_null = np.where(s > 0, s * np.log(p), 0.0) + np.where(f > 0, f * np.log1p(-p), 0.0)
     return log_post - log_prior - log_null  # type: ignore[no-any-return]
+
+
+def _beta_binomial_scalar(s: float, n: float, p: float, alternative: str, k: float) -> Any:
+    """`beta_binomial_log_evalue` for one look: the same formula on floats.
+
+    Root finders call it a few dozen times per verdict; numpy's per-call
+    overhead on 0-d arrays would be most of the cost.
+    """
+    f = n - s
+    a, b = k * p, k * (1.0 - p)
+    tail = special.betainc if alternative == "less" else special.betaincc
+    post, prior = float(tail(a + s, b + f, p)), float(tail(a, b, p))
+    if post <= 0.0 or prior <= 0.0 or not 0.0 < p < 1.0:
+        return -math.inf if post <= 0.0 < prior else math.nan
+    log_null = (s * math.log(p) if s > 0 else 0.0) + (f * math.log1p(-p) if f > 0 else 0.0)
+    return _lbeta(a + s, b + f) + math.log(post) - _lbeta(a, b) - math.log(prior) - log_null
+
+
+def _lbeta(a: float, b: float) -> float:
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)

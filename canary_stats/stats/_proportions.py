@@ -198,7 +198,7 @@ def _invert_proportion(
             log_e = beta_binomial_log_evalue(xi, ni, p0, alternative=alternative, concentration=k)
             # Far from the bound the tail probability underflows to log 0 = -inf: clip
             # so Brent's interpolation stays finite (only the sign matters there).
-            return float(np.clip(float(log_e) - target, -1e6, 1e6))
+            return min(max(float(log_e) - target, -1e6), 1e6)
 
         roots = np.array(
             [_root_in_unit(excess, xi, ni, lower=lower) for xi, ni in zip(x, n, strict=True)]
@@ -237,4 +237,4 @@ def _root_in_unit(
         if lower:
             return 1.0 if inside else 0.0
         return 0.0 if inside else 1.0
-    return float(optimize.brentq(excess, a, b, args=(x, n), xtol=1e-12))
+    return float(optimize.brentq(excess, a, b, args=(x, n), xtol=1e-11))

@@ -113,7 +113,7 @@ _V1 = [
         decision VARCHAR NOT NULL CHECK (decision IN ('promote', 'hold', 'rollback')),
         reason VARCHAR NOT NULL,
         fingerprint VARCHAR NOT NULL,
-        verdict JSON NOT NULL
+        verdict VARCHAR NOT NULL  -- JSON text; json_extract reads it, no parse on insert
     )""",
     # The executor's state machine: each transition written before it is acted on.
     """CREATE TABLE rollout_transitions (
