@@ -1,22 +1,27 @@
 """``canary-stats demo``: two simulated releases through the seed's staged rollout.
 
 Runs on embedded defaults only: the seed manifest's rollout plan, synthetic
-traffic at 200 tasks/min, a check every 5 minutes of simulated time.
+traffic at 200 tasks/min, a check every 5 minutes of simulated time. Then the
+bundled sample events go into the DuckDB store and are judged from it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
+from .judge import analyze
 from .policy import Policy
 from .simulate import Check, RolloutOutcome, simulate_rollout
+from .sources.files import load_events
 from .sources.synthetic import Regression, Workload
+from .store import DEFAULT_PATH, Store
 
 __all__ = ["SEED_ROLLOUT", "run_demo"]
 
@@ -70,8 +75,14 @@ def _timeline(console: Console, policy: Policy, outcome: RolloutOutcome) -> None
             )
 
 
-def run_demo(*, seed: int = 7, console: Console | None = None) -> list[RolloutOutcome]:
-    """Simulate the demo releases and print their timelines and a summary."""
+#: The bundled sample: two hours at 10 % canary with a 3-point success drop.
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample_events.parquet"
+
+
+def run_demo(
+    *, seed: int = 7, console: Console | None = None, db: Path = DEFAULT_PATH
+) -> list[RolloutOutcome]:
+    """Simulate the demo releases, then judge the bundled sample from the DuckDB store."""
     console = console or Console(width=max(Console().width, 110))
     policy = Policy.from_dict(SEED_ROLLOUT)
     workload = Workload()
@@ -113,7 +124,27 @@ def run_demo(*, seed: int = 7, console: Console | None = None) -> list[RolloutOu
         console.print()
         outcomes.append(outcome)
     _summary(console, outcomes)
+    if SAMPLE.exists():
+        _from_the_store(console, policy, db)
     return outcomes
+
+
+def _from_the_store(console: Console, policy: Policy, db: Path) -> None:
+    console.print()
+    console.rule("[bold]From the DuckDB store")
+    with Store(db) as store:
+        result = store.ingest_events(load_events(SAMPLE), source=f"file {SAMPLE.name}")
+        verdict = analyze(store.select(), policy, stage=1)
+        logged = store.count("verdicts")
+    console.print(
+        f"Ingested {SAMPLE.name} into {db}: {result.inserted:,} new events, "
+        f"{result.skipped:,} already stored (re-running the demo adds none).\n"
+        f"Stage 1 judged from the store: [bold]{verdict.decision}[/] — {verdict.reason}\n"
+        f"The verdict is entry {logged} of the audit log (table `verdicts`, with the "
+        "fingerprint of its inputs). Next: `canary-stats analyze --db "
+        f"{db} --manifest examples/research-agent.manifest.yaml --stage 1 --format table`.",
+        highlight=False,
+    )
 
 
 def _summary(console: Console, outcomes: list[RolloutOutcome]) -> None:

@@ -91,13 +91,21 @@ def test_table_format(files: dict[str, Path]) -> None:
     assert code == 20 and "ROLLBACK" in out and "task_success_rate" in out
 
 
-def test_console_script_and_demo_run() -> None:
+def test_console_script_and_demo_run(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("canary-stats")
-    res = subprocess.run(
-        [str(exe), "demo", "--seed", "7"], capture_output=True, text=True, timeout=300
-    )
-    assert res.returncode == 0, res.stderr
-    assert "promoted" in res.stdout and "rolled back" in res.stdout
+    db = tmp_path / "demo.duckdb"
+    for run in (1, 2):
+        res = subprocess.run(
+            [str(exe), "demo", "--seed", "7", "--db", str(db)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert res.returncode == 0, res.stderr
+        assert "promoted" in res.stdout and "rolled back" in res.stdout
+        assert "Stage 1 judged from the store: rollback" in res.stdout
+        assert f"entry {run} of the audit log" in res.stdout
+    assert "0 new events" in " ".join(res.stdout.split())  # the second run added nothing
 
 
 def test_simulate_reports_operating_characteristics() -> None:

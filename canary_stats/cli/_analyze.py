@@ -15,7 +15,7 @@ from .._verdict import Verdict
 from ..errors import CanaryStatsError, InputError
 from ..judge import analyze as analyze_events
 from ..policy import Policy
-from ..store import Store
+from ..store import DEFAULT_PATH, Store
 from ._app import EXIT_CODES, app, fail, parse_time
 
 __all__ = ["verdict_table"]
@@ -182,8 +182,14 @@ def _parse_regression(items: list[str]) -> dict[str, float]:
 @app.command()
 def demo(
     seed: Annotated[int, typer.Option(help="Seed of the simulated traffic.")] = 7,
+    db: Annotated[
+        Path, typer.Option("--db", help="The DuckDB store the sample is judged from.")
+    ] = DEFAULT_PATH,
 ) -> None:
-    """Simulate a healthy and a regressed release through the staged rollout."""
+    """Simulate a healthy and a regressed release, then judge the sample from the store."""
     from ..demo import run_demo
 
-    run_demo(seed=seed)
+    try:
+        run_demo(seed=seed, db=db)
+    except CanaryStatsError as exc:
+        raise fail(exc) from None
