@@ -222,7 +222,7 @@ def aggregate_rows(aggregates: pd.DataFrame, *, stable: str, canary: str) -> pd.
 
 def check_grid(frame: pd.DataFrame) -> None:
     """Within one pull, windows of a series must not overlap one another."""
-    key = ["release", "cohort", "metric", "field", "le"]
+    key = list(SERIES_KEY)
     ordered = frame.sort_values([*key, "window_start"])
     same = (ordered[key].shift() == ordered[key]).all(axis=1)
     overlap = same & (ordered["window_start"] < ordered["window_end"].shift())
