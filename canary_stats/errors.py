@@ -5,7 +5,8 @@
     CanaryStatsError
     ├── InputError            bad input: names the field and what was expected
     │   ├── EventsError       raw events or aggregates that break the data contract
-    │   └── PolicyError       a policy, guardrail or manifest section that cannot be used
+    │   ├── PolicyError       a policy, guardrail or manifest section that cannot be used
+    │   └── ManifestError     a release manifest, its lock or a migration that cannot be used
     ├── SourceError           a data source could not deliver (the judge holds)
     │   ├── SourceUnavailable server down, timed out, refused, or not Prometheus at all
     │   └── SourceResponseError  an answer of the wrong shape (a matrix where a vector was due)
@@ -23,6 +24,7 @@ __all__ = [
     "EventsError",
     "InputError",
     "InsufficientData",
+    "ManifestError",
     "PolicyError",
     "SourceError",
     "SourceResponseError",
@@ -52,6 +54,19 @@ class EventsError(InputError):
 
 class PolicyError(InputError):
     """A policy, guardrail or rollout plan that cannot be used."""
+
+
+class ManifestError(InputError):
+    """A release manifest, its lock file or a memory migration that cannot be used.
+
+    ``field`` is the YAML path (``spec.model.primary``) or the file; ``line`` the
+    1-based line in the manifest when known.
+    """
+
+    def __init__(self, field: str, message: str, *, line: int | None = None) -> None:
+        self.line = line
+        where = f" (line {line})" if line is not None else ""
+        super().__init__(field, f"{message}{where}")
 
 
 class InsufficientData(CanaryStatsError):

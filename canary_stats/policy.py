@@ -240,7 +240,12 @@ class Policy(_Model):
 
     @classmethod
     def from_manifest(cls, path: str | Path) -> Policy:
-        """Read the ``spec.rollout`` section of a release manifest (YAML)."""
+        """The ``spec.rollout`` plan of a release manifest (YAML).
+
+        A whole manifest (``apiVersion``/``kind``) is validated first, so a bad
+        model pin or stage plan is reported with its YAML path and line; a bare
+        rollout document (only the ``rollout`` mapping) is read as it is.
+        """
         p = Path(path)
         try:
             doc = yaml.safe_load(p.read_text())
@@ -250,6 +255,10 @@ class Policy(_Model):
             raise PolicyError(str(p), f"not valid YAML: {exc}") from None
         if not isinstance(doc, dict):
             raise PolicyError(str(p), "expected a YAML mapping at the top level")
+        if "apiVersion" in doc or "kind" in doc:
+            from .manifest import load_manifest  # the manifest layer builds on this module
+
+            return load_manifest(p, check_files=False).release.policy()
         return cls.from_dict(doc if "spec" in doc else {"spec": doc})
 
 

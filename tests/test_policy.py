@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 import canary_stats as cs
-from canary_stats.errors import PolicyError
+from canary_stats.errors import ManifestError, PolicyError
 
 from .conftest import RELATIVE_ROLLOUT
 
@@ -128,6 +128,11 @@ def test_manifest_errors(tmp_path) -> None:
     with pytest.raises(PolicyError, match="cannot read"):
         cs.Policy.from_manifest(tmp_path / "missing.yaml")
     norollout = tmp_path / "n.yaml"
-    norollout.write_text("apiVersion: agents/v1\nspec: {model: {primary: x}}\n")
+    norollout.write_text("spec: {model: {primary: x}}\n")
     with pytest.raises(PolicyError, match="no rollout section"):
         cs.Policy.from_manifest(norollout)
+    # A whole manifest is validated first, with the YAML path and line of the problem.
+    partial = tmp_path / "p.yaml"
+    partial.write_text("apiVersion: agents/v1\nspec: {model: {primary: x}}\n")
+    with pytest.raises(ManifestError, match=r"^kind: required key 'kind' is missing \(line 1\)$"):
+        cs.Policy.from_manifest(partial)

@@ -98,8 +98,13 @@ _V1 = [
         version VARCHAR NOT NULL,
         manifest_sha256 VARCHAR NOT NULL,
         manifest VARCHAR NOT NULL,
-        hashes JSON NOT NULL,
+        hashes VARCHAR NOT NULL,  -- JSON: referenced file -> sha256
         registered_at TIMESTAMPTZ NOT NULL,
+        -- registered -> stable (promoted to 100 %) or rolled_back; the previous stable
+        -- release is the rollback target
+        status VARCHAR NOT NULL DEFAULT 'registered'
+            CHECK (status IN ('registered', 'stable', 'rolled_back')),
+        status_at TIMESTAMPTZ,
         PRIMARY KEY (name, version)
     )""",
     # Append-only: every decision with a fingerprint of what it was computed from.

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from ..errors import CanaryStatsError, EventsError, StoreError
 from ..sources._pull import Pull
 from ..summary import Summary, validate_events
+from . import _releases
 from ._query import (
     Selection,
     SourceChoice,
@@ -32,6 +33,7 @@ from ._query import (
     series_of,
     summarize_store,
 )
+from ._releases import ReleaseRecord, ReleaseStatus
 from ._schema import first_row, migrate
 from ._writes import (
     aggregate_rows,
@@ -255,6 +257,23 @@ class Store:
     def _next_id(self, table: str, column: str) -> int:
         row = first_row(self.con.execute(f"SELECT coalesce(max({column}), 0) + 1 FROM {table}"))
         return int(row[0]) if row else 1
+
+    # -- release history ---------------------------------------------------------
+
+    def register_release(self, release: ReleaseRecord) -> bool:
+        """Record a release manifest and its file hashes; True if it was new."""
+        return _releases.register(self.con, release)
+
+    def set_release_status(self, name: str, version: str, status: ReleaseStatus) -> None:
+        """Mark a release ``stable`` (promoted to 100 %) or ``rolled_back``."""
+        _releases.set_status(self.con, name=name, version=version, status=status)
+
+    def previous_stable(self, name: str, *, before: str | None = None) -> ReleaseRecord | None:
+        """The rollback target: the latest stable release of ``name`` other than ``before``."""
+        return _releases.previous_stable(self.con, name, before=before)
+
+    def releases(self, name: str | None = None) -> list[ReleaseRecord]:
+        return _releases.releases(self.con, name)
 
     # -- audit log ---------------------------------------------------------------
 
