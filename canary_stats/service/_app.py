@@ -1,0 +1,55 @@
+"""The FastAPI application: `create_app` wires settings, the judge and the endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from .. import __version__
+from ..judge import analyze
+from ._engine import Analyze, JudgeService
+from ._errors import install_error_handlers
+from ._routes import router
+from ._settings import Settings
+
+__all__ = ["create_app"]
+
+_DESCRIPTION = """\
+Promote / hold / rollback verdicts for Argo Rollouts (web metric provider) and
+Flagger (webhooks), precomputed in the background from one DuckDB store.
+
+The judge endpoints need the service's token: `Authorization: Bearer <token>`, or
+for Flagger `metadata.token`. `/healthz`, `/readyz`, `/metrics` and this document
+need none; keep them inside the cluster with a network policy.
+"""
+
+
+def create_app(settings: Settings, *, analyze_fn: Analyze = analyze) -> FastAPI:
+    """The judge service; the store opens on startup and closes on shutdown.
+
+    ``analyze_fn`` replaces `canary_stats.analyze` (tests inject a slow judge).
+    Run it as one process (one uvicorn worker): it owns the DuckDB file.
+    """
+    service = JudgeService(settings, analyze_fn=analyze_fn)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(service.start)  # opening and migrating the store blocks
+        try:
+            yield
+        finally:
+            await run_in_threadpool(service.stop)
+
+    app = FastAPI(
+        title="canary_stats judge",
+        version=__version__,
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    install_error_handlers(app)
+    app.include_router(router)
+    return app
