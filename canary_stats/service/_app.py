@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
@@ -15,7 +17,10 @@ from ._errors import install_error_handlers
 from ._routes import router
 from ._settings import Settings
 
-__all__ = ["create_app"]
+__all__ = ["MAX_BODY_BYTES", "create_app"]
+
+#: Argo and Flagger bodies are a few hundred bytes; anything this large is not a caller.
+MAX_BODY_BYTES = 64 * 1024
 
 _DESCRIPTION = """\
 Promote / hold / rollback verdicts for Argo Rollouts (web metric provider) and
@@ -50,6 +55,18 @@ def create_app(settings: Settings, *, analyze_fn: Analyze = analyze) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Response:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return JSONResponse(
+                {"detail": f"body of {declared} bytes exceeds the limit of {MAX_BODY_BYTES}"},
+                status_code=413,
+            )
+        response: Response = await call_next(request)
+        return response
+
     install_error_handlers(app)
     app.include_router(router)
     return app

@@ -13,7 +13,15 @@ from canary_stats.service import JudgeService, Release
 from canary_stats.sources.prometheus import PrometheusConfig
 from canary_stats.store import Store
 
-from .conftest import HOLD, PROMOTE, STAGE, RunningService, flagger_payload, settings_for
+from .conftest import (
+    HOLD,
+    PROMOTE,
+    ROLLBACK,
+    STAGE,
+    RunningService,
+    flagger_payload,
+    settings_for,
+)
 
 
 def _closed_port() -> int:
@@ -143,3 +151,10 @@ def test_readyz_and_judging_are_503_when_the_judge_is_down(db: Path) -> None:
         assert res.json() == {"ready": False, "store": "closed", "refresher": "stopped"}
         assert svc.argo(PROMOTE.argo_body()).status_code == 503
         assert svc.client.get("/healthz").status_code == 200
+
+
+def test_flagger_never_rolls_back_when_the_judge_is_down(db: Path) -> None:
+    with RunningService(settings_for(db)) as svc:
+        svc.app.state.service.stop()
+        res = svc.flagger("rollback", flagger_payload(ROLLBACK.metadata()))
+        assert not 200 <= res.status_code <= 202  # Flagger's "yes" is 200-202

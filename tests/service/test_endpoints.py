@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -264,3 +265,18 @@ def test_flagger_without_a_stage_follows_granted_increases(db: Path) -> None:
         assert engine.flagger_stage(PROMOTE.stable, PROMOTE.canary) == STAGE + 1
     with RunningService(settings_for(db)) as restarted:  # the count survives a restart
         assert restarted.app.state.service.flagger_stage(PROMOTE.stable, PROMOTE.canary) == 2
+
+
+def test_oversized_and_malformed_bodies_are_4xx(service: RunningService) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    huge = service.client.post("/v1/judge/argo", content=b"x" * 100_000, headers=headers)
+    assert huge.status_code == 413 and "exceeds the limit" in huge.json()["detail"]
+    broken = service.client.post("/v1/judge/argo", content=b'{"stable": ', headers=headers)
+    assert broken.status_code in (400, 422) and "json" in broken.text.lower()
+
+
+def test_200_concurrent_requests_without_an_error(service: RunningService) -> None:
+    bodies = [s.argo_body() for s in (PROMOTE, HOLD, ROLLBACK)] * 67
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        statuses = list(pool.map(lambda b: service.argo(b).status_code, bodies[:200]))
+    assert statuses == [200] * 200
