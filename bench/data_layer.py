@@ -35,11 +35,11 @@ from canary_stats.sources._pull import Pull
 from canary_stats.sources.openmetrics import EVAL_BUCKETS, LATENCY_BUCKETS, TOKEN_BUCKETS
 from canary_stats.store import EXACT_LATENCY_LIMIT, LATENCY_RESOLUTION, Store
 
+from ._doc import DOC, emit
 from .scenarios import seed_policy
 
 BEGIN = "<!-- BEGIN GENERATED: python -m bench.data_layer -->"
 END = "<!-- END GENERATED: data layer -->"
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 INGEST_MIN_RATE = 1_000_000.0
 STORE_VERDICT_MAX = 0.100
@@ -301,18 +301,6 @@ def render(timings: list[Timing], prom: Timing | str, *, quick: bool, sizes: dic
     return "\n".join(lines) + "\n"
 
 
-def write(doc: Path, block: str) -> None:
-    """Replace this benchmark's block in ``doc`` (append it when absent)."""
-    text = doc.read_text() if doc.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        text = head + block + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    doc.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.data_layer", description=__doc__)
     p.add_argument("--quick", action="store_true", help="small sizes; print only")
@@ -338,12 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         print("prometheus pull ...", file=sys.stderr, flush=True)
         prom = bench_prometheus_pull(d, 3)
     text = render(timings, prom, quick=args.quick, sizes=sizes)
-    output = args.output or (None if args.quick else DOC)
-    if output is None:
-        print(text)
-    else:
-        write(output, text)
-        print(f"wrote {output}", file=sys.stderr)
+    emit(text, args.output or (None if args.quick else DOC), BEGIN, END)
     return 0
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
 from ..judge import analyze
@@ -30,6 +30,22 @@ The judge endpoints need the service's token: `Authorization: Bearer <token>`, o
 for Flagger `metadata.token`. `/healthz`, `/readyz`, `/metrics` and this document
 need none; keep them inside the cluster with a network policy.
 """
+
+
+class _BodyLimit:
+    """Refuse bodies above `MAX_BODY_BYTES` by their Content-Length (plain ASGI: cheap)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
+                    detail = f"body of {int(value)} bytes exceeds the limit of {MAX_BODY_BYTES}"
+                    await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings, *, analyze_fn: Analyze = analyze) -> FastAPI:
@@ -56,17 +72,7 @@ def create_app(settings: Settings, *, analyze_fn: Analyze = analyze) -> FastAPI:
     )
     app.state.service = service
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Response:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return JSONResponse(
-                {"detail": f"body of {declared} bytes exceeds the limit of {MAX_BODY_BYTES}"},
-                status_code=413,
-            )
-        response: Response = await call_next(request)
-        return response
-
+    app.add_middleware(_BodyLimit)
     install_error_handlers(app)
     app.include_router(router)
     return app

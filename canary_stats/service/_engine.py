@@ -133,14 +133,33 @@ class JudgeService:
         self._policy(path).check_stage(release.stage)
         return path
 
+    def cached(self, release: Release) -> Served | None:
+        """The verdict if a fresh one is cached, without blocking on a computation.
+
+        The event loop answers these itself; only a miss goes to a worker thread.
+        """
+        key = self._key(release)
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry.verdict is None:
+                return None
+            if now - entry.computed_mono >= self.settings.stale_seconds:
+                return None
+            entry.last_asked = now
+            return Served(entry.verdict, "hit", entry.computed_at, entry.start)
+
+    def _key(self, release: Release) -> _Key:
+        path = self.check(release)
+        return _Key(
+            release.stable, release.canary, release.stage, str(path), release.stage_started_at
+        )
+
     def verdict(self, release: Release) -> Served:
         """The latest verdict, computed on demand within the deadline when stale."""
         began = time.monotonic()
         stale_after = self.settings.stale_seconds
-        path = self.check(release)
-        key = _Key(
-            release.stable, release.canary, release.stage, str(path), release.stage_started_at
-        )
+        key = self._key(release)
         with self._lock:
             entry = self._entries.setdefault(key, _Entry(last_asked=began))
             entry.last_asked = began

@@ -1,7 +1,8 @@
 """The endpoints; each handler only translates between HTTP and `JudgeService`.
 
 Handlers are plain ``def``: DuckDB and the Prometheus client block, so FastAPI
-runs them in its thread pool.
+runs them in its thread pool. The Argo endpoint is the exception: it answers a
+cached verdict on the event loop and hands only a miss to a worker thread.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
+from starlette.concurrency import run_in_threadpool
 
 from ._auth import bearer, check_token
 from ._engine import JudgeService, Served
@@ -33,7 +36,7 @@ __all__ = ["router"]
 router = APIRouter()
 
 
-def _service(request: Request) -> JudgeService:
+async def _service(request: Request) -> JudgeService:
     service: JudgeService = request.app.state.service
     return service
 
@@ -42,7 +45,7 @@ Service = Annotated[JudgeService, Depends(_service)]
 Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def _argo_auth(service: Service, credentials: Bearer) -> None:
+async def _argo_auth(service: Service, credentials: Bearer) -> None:
     check_token(service.settings, credentials.credentials if credentials else None)
 
 
@@ -64,15 +67,21 @@ def _describe(response: Response, served: Served) -> None:
     dependencies=[Depends(_argo_auth)],
     tags=["judge"],
 )
-def judge_argo(body: ArgoJudgeRequest, service: Service, response: Response) -> Any:
+async def judge_argo(body: ArgoJudgeRequest, service: Service) -> Any:
     """The verdict for an Argo Rollouts web metric: always 200 when the judge can answer.
 
     Use ``successCondition: result.decision == "promote"`` and
     ``failureCondition: result.decision == "rollback"``; a hold is Inconclusive.
     """
-    served = service.verdict(body.release())
+    release = body.release()
+    served = service.cached(release)
+    if served is None:
+        served = await run_in_threadpool(service.verdict, release)
+    # The verdict dict is `VerdictOut` already (a test holds them equal): sending it as
+    # is skips re-validating a cached verdict on every poll, most of a hit's cost.
+    response = JSONResponse(served.verdict)
     _describe(response, served)
-    return served.verdict
+    return response
 
 
 _HOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
