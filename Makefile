@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit prometheus bench clean
+.PHONY: demo test lint typecheck unit prometheus wrk bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,9 +36,17 @@ unit: $(STAMP) prometheus
 
 test: lint typecheck unit
 
-bench: $(STAMP) prometheus
+# The service benchmark's load comes from wrk (Debian's package).
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends wrk; }
+
+bench: $(STAMP) prometheus wrk
 	$(BIN)/python -m bench.run_all
 	$(BIN)/python -m bench.data_layer
+	$(BIN)/python -m bench.service
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
