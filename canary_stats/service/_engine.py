@@ -44,6 +44,9 @@ Analyze = Callable[..., Verdict]
 
 # Windows re-pulled before the last pull's end: late samples and partial windows heal.
 _REPULL_WINDOWS = 5
+#: Windows ending this recently may still miss their last scrape; a stored window is not
+#: rewritten, so pull them only once they have settled.
+_SETTLE = timedelta(seconds=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +325,7 @@ class JudgeService:
         name = self._source_name()
         try:
             pull = self._source.pull(
-                stable=stable, canary=canary, start=since, end=now, window=window
+                stable=stable, canary=canary, start=since, end=now - _SETTLE, window=window
             )
         except SourceError as exc:
             self.metrics.source_errors.inc()
