@@ -239,18 +239,11 @@ def _from_aggregates(
         {"ids": [m[0] for m in meta], "start": selection.start, "end": selection.end},
     ).fetchall()
     keys = {m[0]: m[1:] for m in meta}
-    firsts = [r[3] for r in sums]
-    rows = [(*keys[r[0]], r[1], r[2], None, None) for r in sums]
-    if sums:
-        span = (_from_epoch_us(min(firsts)), _from_epoch_us(max(r[4] for r in sums)))
-        rows.append((None, None, None, None, None, None, *span))
     totals: dict[tuple[str, str, str], float] = {}
     points: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    missing, first, last = 0, None, None
-    for cohort, metric, field, le, value, nulls, lo, hi in rows:
-        if cohort is None:
-            first, last = lo, hi
-            continue
+    missing = 0
+    for series_id, value, nulls, _, _ in sums:
+        cohort, metric, field, le = keys[series_id]
         missing += nulls
         if field == "bucket":
             if not math.isnan(value):
@@ -266,8 +259,8 @@ def _from_aggregates(
     return summary_from_totals(
         totals,
         buckets,
-        start=_utc(first) if first is not None else None,
-        end=_utc(last) if last is not None else None,
+        start=_from_epoch_us(min(r[3] for r in sums)) if sums else None,
+        end=_from_epoch_us(max(r[4] for r in sums)) if sums else None,
         issues=issues,
         source="store:aggregates",
     )

@@ -201,10 +201,7 @@ class Store:
         def write(ingest_id: int) -> tuple[int, int]:
             return write_pull(self.con, frame, issues, ingest_id, stable=stable, canary=canary)
 
-        try:
-            return self._ingest(source, write, stable=stable, canary=canary, issues=len(issues))
-        finally:
-            self._forget()  # new series may have been added
+        return self._ingest(source, write, stable=stable, canary=canary, issues=len(issues))
 
     def record_failed_ingest(
         self, source: str, error: str, *, stable: str | None = None, canary: str | None = None
