@@ -14,6 +14,7 @@ from .. import __version__
 from ..judge import analyze
 from ._engine import Analyze, JudgeService
 from ._errors import install_error_handlers
+from ._fastpath import ArgoFastPath
 from ._routes import router
 from ._settings import Settings
 
@@ -72,6 +73,8 @@ def create_app(settings: Settings, *, analyze_fn: Analyze = analyze) -> FastAPI:
     )
     app.state.service = service
 
+    # The last added runs first: oversized bodies are refused before the fast path reads them.
+    app.add_middleware(ArgoFastPath, service=service)
     app.add_middleware(_BodyLimit)
     install_error_handlers(app)
     app.include_router(router)

@@ -8,11 +8,13 @@ A request answers from the cache when its verdict is fresh. Otherwise it starts
 (or joins) the computation and waits at most ``deadline`` seconds; past that it
 answers a hold saying the verdict is still being computed, and the computation
 goes on to fill the cache. Every release asked about within ``active_minutes`` is
-recomputed every ``refresh_interval`` seconds.
+recomputed every ``refresh_interval`` seconds. Each verdict is also kept encoded, for
+request bodies seen before (`remember`, `cached_body`, used by ``_fastpath``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -30,6 +32,7 @@ from ..judge import analyze
 from ..policy import Policy
 from ..sources.prometheus import PrometheusSource
 from ..store import Store
+from ._known import KnownReleases
 from ._metrics import ServiceMetrics
 from ._models import Decision, Release
 from ._settings import Settings
@@ -44,6 +47,8 @@ Analyze = Callable[..., Verdict]
 
 # Windows re-pulled before the last pull's end: late samples and partial windows heal.
 _REPULL_WINDOWS = 5
+#: Request bodies remembered for the fast path; past this the memo starts afresh.
+_MAX_BODIES = 4096
 #: Windows ending this recently may still miss their last scrape; a stored window is not
 #: rewritten, so pull them only once they have settled.
 _SETTLE = timedelta(seconds=30)
@@ -80,6 +85,8 @@ class _Entry:
     last_asked: float
     start: datetime | None = None
     verdict: dict[str, Any] | None = None
+    #: The verdict as the response body (what JSONResponse would send), encoded once.
+    encoded: bytes = b""
     computed_at: datetime | None = None
     computed_mono: float = field(default=-float("inf"))
 
@@ -96,6 +103,9 @@ class JudgeService:
         self._entries: dict[_Key, _Entry] = {}
         self._inflight: dict[_Key, Future[Served]] = {}
         self._policies: dict[str, tuple[int, Policy]] = {}
+        # Validated Argo request bodies and the verdict each asks for (see `cached_body`).
+        self._bodies: dict[bytes, _Key] = {}
+        self._known = KnownReleases(self._source)
         # Per pair, the span already pulled from the source.
         self._pulled: dict[tuple[str, str], tuple[datetime, datetime]] = {}
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="canary-stats-judge")
@@ -141,7 +151,29 @@ class JudgeService:
 
         The event loop answers these itself; only a miss goes to a worker thread.
         """
+        hit = self._fresh(self._key(release))
+        return hit[1] if hit else None
+
+    def remember(self, body: bytes, release: Release) -> None:
+        """Note that ``body`` is a valid request for ``release`` (see `cached_body`)."""
         key = self._key(release)
+        with self._lock:
+            if len(self._bodies) >= _MAX_BODIES:
+                self._bodies.clear()
+            self._bodies[body] = key
+
+    def cached_body(self, body: bytes) -> tuple[bytes, Served] | None:
+        """The encoded fresh verdict for a request body validated before, else None.
+
+        A poller sends the same bytes every time, so a repeat needs neither parsing nor
+        validation: the body was checked the first time it came, and the manifest and
+        stage it names are checked again by every background refresh.
+        """
+        with self._lock:
+            key = self._bodies.get(body)
+        return None if key is None else self._fresh(key)
+
+    def _fresh(self, key: _Key) -> tuple[bytes, Served] | None:
         now = time.monotonic()
         with self._lock:
             entry = self._entries.get(key)
@@ -150,7 +182,7 @@ class JudgeService:
             if now - entry.computed_mono >= self.settings.stale_seconds:
                 return None
             entry.last_asked = now
-            return Served(entry.verdict, "hit", entry.computed_at, entry.start)
+            return entry.encoded, Served(entry.verdict, "hit", entry.computed_at, entry.start)
 
     def _key(self, release: Release) -> _Key:
         path = self.check(release)
@@ -193,6 +225,7 @@ class JudgeService:
                 del self._entries[key]
                 self.metrics.forget(key.stable, key.canary, key.stage)
             self._pulled.pop((stable, canary), None)
+            self._bodies = {b: k for b, k in self._bodies.items() if k in self._entries}
             self.metrics.active.set(len(self._entries))
 
     def _manifest_path(self, name: str | None) -> Path:
@@ -219,6 +252,10 @@ class JudgeService:
         with self._lock:
             self._policies[str(path)] = (stamp, policy)
         return policy
+
+    def require_known(self, stable: str) -> None:
+        """Raise `UnknownRelease` unless the stable release was ever seen (`KnownReleases`)."""
+        self._known.require(stable, self._locked_store)
 
     def _pending(self, key: _Key, entry: _Entry) -> Served:
         policy = self._policy(Path(key.manifest))
@@ -283,6 +320,7 @@ class JudgeService:
         policy = self._policy(Path(key.manifest))
         with self._lock:  # a release forgotten meanwhile is still answered, not cached
             entry = self._entries.get(key) or _Entry(last_asked=time.monotonic())
+        self.require_known(key.stable)
         now = datetime.now(UTC)
         start = key.started_at or entry.start
         if start is None:
@@ -308,8 +346,9 @@ class JudgeService:
         lag = (now - newest).total_seconds() if newest is not None else None
         self.metrics.compute_seconds.observe(time.perf_counter() - began)
         self.metrics.observe(key.stable, key.canary, key.stage, verdict.decision, lag)
+        encoded = _encode(result)
         with self._lock:
-            entry.start, entry.verdict = start, result
+            entry.start, entry.verdict, entry.encoded = start, result, encoded
             entry.computed_at, entry.computed_mono = now, time.monotonic()
         return Served(result, "computed", now, start)
 
@@ -363,6 +402,7 @@ class JudgeService:
             keys = list(self._entries)
             pairs = {(k.stable, k.canary) for k in keys}
             self._pulled = {p: span for p, span in self._pulled.items() if p in pairs}
+            self._bodies = {b: k for b, k in self._bodies.items() if k in self._entries}
             self.metrics.active.set(len(keys))
         futures = {self._submit(key): key for key in keys}
         wait(futures)
@@ -370,3 +410,9 @@ class JudgeService:
             error = None if future.cancelled() else future.exception()
             if error is not None:
                 log.warning("refresh of %s failed: %s", key, error)
+
+
+def _encode(verdict: dict[str, Any]) -> bytes:
+    """The verdict as `JSONResponse` renders it (compact UTF-8, no NaN)."""
+    text = json.dumps(verdict, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return text.encode()

@@ -5,6 +5,7 @@ error                       status  meaning for the caller
 ==========================  ======  ============================================
 `Unauthorized`              401     no or a wrong token (``WWW-Authenticate``)
 `UnknownHook`               404     not a Flagger hook type
+`UnknownRelease`            404     the stable release is unknown to store and source
 a body that is not JSON     400     (FastAPI's own answer)
 request body / `InputError` 422     the request names something unusable
 `StoreError`, other errors  503     the judge itself cannot answer (Argo: Error)
@@ -27,7 +28,13 @@ from fastapi.responses import JSONResponse
 from ..errors import CanaryStatsError, InputError
 from ._models import ErrorOut, FieldError, ValidationErrorOut
 
-__all__ = ["ERROR_RESPONSES", "Unauthorized", "UnknownHook", "install_error_handlers"]
+__all__ = [
+    "ERROR_RESPONSES",
+    "Unauthorized",
+    "UnknownHook",
+    "UnknownRelease",
+    "install_error_handlers",
+]
 
 log = logging.getLogger("canary_stats.service")
 
@@ -40,10 +47,15 @@ class UnknownHook(InputError):
     """A Flagger hook type this service does not know."""
 
 
+class UnknownRelease(InputError):
+    """A release no registration, stored data or source series has ever named."""
+
+
 #: OpenAPI documentation of the error answers every judge endpoint may give.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorOut, "description": "The body cannot be parsed."},
     401: {"model": ErrorOut, "description": "No token or a wrong one."},
+    404: {"model": ErrorOut, "description": "The stable release is unknown."},
     422: {"model": ValidationErrorOut, "description": "The request names something unusable."},
     503: {"model": ErrorOut, "description": "The judge cannot answer (e.g. the store failed)."},
 }
@@ -52,7 +64,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 def _status(exc: CanaryStatsError) -> int:
     if isinstance(exc, Unauthorized):
         return 401
-    if isinstance(exc, UnknownHook):
+    if isinstance(exc, UnknownHook | UnknownRelease):
         return 404
     if isinstance(exc, InputError):
         return 422

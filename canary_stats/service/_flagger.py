@@ -92,6 +92,7 @@ def answer_hook(service: JudgeService, hook: FlaggerHook, payload: FlaggerPayloa
         if not (store_open and refresher_alive):
             return _result(hook, False, "the judge is not ready (store or refresher down)")
         service.check(release)
+        service.require_known(release.stable)
         return _result(hook, True, f"ready to judge {release.canary} against {release.stable}")
     if hook is FlaggerHook.rollback and payload.phase not in _ROLLING:
         return _result(hook, False, f"no rollback: the canary is not rolling out ({payload.phase})")

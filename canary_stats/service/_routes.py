@@ -67,7 +67,7 @@ def _describe(response: Response, served: Served) -> None:
     dependencies=[Depends(_argo_auth)],
     tags=["judge"],
 )
-async def judge_argo(body: ArgoJudgeRequest, service: Service) -> Any:
+async def judge_argo(body: ArgoJudgeRequest, service: Service, request: Request) -> Any:
     """The verdict for an Argo Rollouts web metric: always 200 when the judge can answer.
 
     Use ``successCondition: result.decision == "promote"`` and
@@ -77,6 +77,8 @@ async def judge_argo(body: ArgoJudgeRequest, service: Service) -> Any:
     served = service.cached(release)
     if served is None:
         served = await run_in_threadpool(service.verdict, release)
+    # The same bytes again will be answered from the cache before FastAPI (`_fastpath`).
+    service.remember(await request.body(), release)
     # The verdict dict is `VerdictOut` already (a test holds them equal): sending it as
     # is skips re-validating a cached verdict on every poll, most of a hit's cost.
     response = JSONResponse(served.verdict)
@@ -88,7 +90,7 @@ _HOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
     202: {"model": HookAnswer, "description": "Yes (event hooks)."},
     403: {"model": HookAnswer, "description": "No: hold, or the hook's condition is not met."},
-    404: {"model": ErrorOut, "description": "Not a Flagger hook type."},
+    404: {"model": ErrorOut, "description": "Not a Flagger hook type, or an unknown stable."},
 }
 
 

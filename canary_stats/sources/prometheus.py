@@ -48,6 +48,7 @@ from ._promql import (
     duration_seconds,
     increase_query,
     resets_query,
+    selector,
 )
 from ._pull import DataIssue, Pull
 
@@ -219,6 +220,23 @@ class PrometheusSource:
         finally:
             client.close()
         return Pull(_frame(found.series, w), found.issues())
+
+    def has_series(self, release: str, *, lookback: timedelta, now: datetime) -> bool:
+        """Whether Prometheus holds any task series of ``release`` in the ``lookback``.
+
+        Tells a misspelt or never-deployed release from one that merely has no
+        recent windows (``present_over_time`` over the task counter).
+        """
+        cfg = self.config
+        matchers = {**cfg.selectors, cfg.cohort_label: check_label_value(release, "release")}
+        seconds = duration_seconds(lookback, "lookback")
+        query = f"group(present_over_time({selector(cfg.metrics.tasks, matchers)}[{seconds}s]))"
+        client = RangeClient(cfg)
+        try:
+            answer = client.matrix(query, now, now, 60)
+        finally:
+            client.close()
+        return any(series.get("values") for series in answer.result)
 
     def _pull_cohort(
         self, client: RangeClient, found: _Findings, cohort: str, release: str

@@ -233,3 +233,14 @@ def test_not_prometheus() -> None:
     with StubServer(lambda _: html_reply(200)) as plain, pytest.raises(SourceUnavailable) as info:
         _pull(plain.url, retries=0)
     assert "not a Prometheus API: HTTP 200" in str(info.value)
+
+
+def test_has_series_tells_a_release_that_ever_reported(history: History) -> None:
+    source = PrometheusSource(PrometheusConfig.from_dict({"url": history.url}))
+    lookback = timedelta(hours=1)
+    assert source.has_series("v1", lookback=lookback, now=END)
+    assert source.has_series("v3", lookback=lookback, now=END)
+    assert not source.has_series("v9", lookback=lookback, now=END)
+    assert not source.has_series('v1"} or vector(1) #', lookback=lookback, now=END)
+    # Before the history began, nothing had reported.
+    assert not source.has_series("v1", lookback=lookback, now=T0 - timedelta(hours=2))

@@ -97,6 +97,15 @@ def test_a_source_that_is_down_holds_with_the_reason(db: Path) -> None:
     assert ("failed", f"prometheus {url}") in ingests
 
 
+def test_a_source_that_is_down_cannot_call_a_stable_unknown(db: Path) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    prometheus = PrometheusConfig(url=url, timeout=1, retries=0)
+    with RunningService(settings_for(db, prometheus=prometheus)) as svc:
+        res = svc.argo({**PROMOTE.argo_body(), "stable": "s-only-in-prometheus"})
+    assert res.status_code == 200  # not 404: the source could not be asked
+    assert res.json()["decision"] == "hold"
+
+
 def test_a_restart_keeps_the_stage_start(db: Path) -> None:
     body = {"stable": PROMOTE.stable, "canary": PROMOTE.canary, "stage": STAGE}
     with RunningService(settings_for(db)) as svc:
@@ -116,14 +125,15 @@ def test_a_restart_keeps_the_stage_start(db: Path) -> None:
 
 
 def test_the_refresher_recomputes_active_releases(db: Path) -> None:
+    body = HOLD.argo_body()  # one stage start for every request
     with RunningService(settings_for(db, refresh_interval=0.1, stale_after=60)) as svc:
-        first = svc.argo(HOLD.argo_body(stage_started_at="2026-11-26T07:00:00Z"))
+        first = svc.argo(body)
         computed = first.headers["X-Canary-Stats-Computed-At"]
         deadline = time.monotonic() + 5
         while svc.metric("canary_stats_verdicts_total", decision="hold") < 3:
             assert time.monotonic() < deadline, "no background refresh"
             time.sleep(0.05)
-        later = svc.argo(HOLD.argo_body(stage_started_at="2026-11-26T07:00:00Z"))
+        later = svc.argo(body)
         assert svc.metric("canary_stats_active_releases") == 1
     assert later.headers["X-Canary-Stats-Cache"] == "hit"
     assert later.headers["X-Canary-Stats-Computed-At"] > computed
