@@ -47,6 +47,7 @@ bench: $(STAMP) prometheus wrk
 	$(BIN)/python -m bench.run_all
 	$(BIN)/python -m bench.data_layer
 	$(BIN)/python -m bench.service
+	$(BIN)/python -m bench.rollout
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -12,6 +12,7 @@ from ._verdict import GuardrailVerdict, Verdict
 from .errors import CanaryStatsError, EventsError, InputError, InsufficientData, PolicyError
 from .judge import analyze, judge, load_events
 from .policy import Guardrail, Policy, Stage
+from .shadow import analyze_shadow
 from .store import Store
 from .summary import CohortSummary, Moments, Summary, summarize
 
@@ -33,6 +34,7 @@ __all__ = [
     "Summary",
     "Verdict",
     "analyze",
+    "analyze_shadow",
     "judge",
     "load_events",
     "stats",

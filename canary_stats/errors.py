@@ -11,15 +11,18 @@
     │   ├── SourceUnavailable server down, timed out, refused, or not Prometheus at all
     │   └── SourceResponseError  an answer of the wrong shape (a matrix where a vector was due)
     ├── StoreError            the DuckDB store cannot be opened, migrated or written
+    ├── BackendError          a rollout backend could not move traffic or deploy a manifest
     └── InsufficientData      too little or untrustworthy data: a *hold*, never an error exit
 
 Every interface maps these classes in one place: the CLI to exit codes (2 for
-``InputError``, 3 for ``SourceError``, 1 otherwise), the service to HTTP statuses.
+``InputError``, 3 for ``SourceError``, 1 otherwise, ``BackendError`` included), the
+service to HTTP statuses.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BackendError",
     "CanaryStatsError",
     "EventsError",
     "InputError",
@@ -91,3 +94,25 @@ class SourceResponseError(SourceError):
 
 class StoreError(CanaryStatsError):
     """The DuckDB store cannot be opened, migrated or written."""
+
+
+class BackendError(CanaryStatsError):
+    """A rollout backend could not apply an action; ``backend`` names it.
+
+    For a command: ``command`` (as configured, before substitution), ``returncode``
+    (None when it did not start or timed out) and the tail of its ``stderr``.
+    Not a `SourceError`: the judge's data is fine, the platform refused the change.
+    """
+
+    def __init__(
+        self,
+        backend: str,
+        message: str,
+        *,
+        command: str | None = None,
+        returncode: int | None = None,
+        stderr: str = "",
+    ) -> None:
+        super().__init__(f"{backend}: {message}")
+        self.backend, self.command = backend, command
+        self.returncode, self.stderr = returncode, stderr

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from rich.console import Console
 
 import canary_stats as cs
-from canary_stats.demo import SEED_ROLLOUT
+from canary_stats.demo import SEED_ROLLOUT, DemoOutcome, run_demo
 from canary_stats.sources.synthetic import Regression, Workload, generate_events
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,3 +102,20 @@ def to_aggregates(
             for le, count in zip(bounds, _cumulative(x, bounds), strict=True):
                 rows.append({**base, "metric": metric, "field": "bucket", "le": le, "value": count})
     return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """The demo's store after one full run (shared: the run takes about half a minute)."""
+
+    db: Path
+    outcomes: list[DemoOutcome]
+    text: str
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    db = tmp_path_factory.mktemp("demo") / "demo.duckdb"
+    console = Console(record=True, width=120)
+    outcomes = run_demo(db=db, console=console)
+    return DemoRun(db, outcomes, console.export_text())

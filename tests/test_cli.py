@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,9 @@ from typer.testing import CliRunner
 
 from canary_stats.cli import app
 from canary_stats.sources.synthetic import Regression
+from canary_stats.store import Store
 
-from .conftest import SEED_MANIFEST, events
+from .conftest import SEED_MANIFEST, DemoRun, events
 
 runner = CliRunner()
 
@@ -91,21 +93,26 @@ def test_table_format(files: dict[str, Path]) -> None:
     assert code == 20 and "ROLLBACK" in out and "task_success_rate" in out
 
 
-def test_console_script_and_demo_run(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_console_script_reruns_the_demo_over_its_own_store(
+    tmp_path: Path, demo_run: DemoRun
+) -> None:
     exe = Path(sys.executable).with_name("canary-stats")
     db = tmp_path / "demo.duckdb"
-    for run in (1, 2):
-        res = subprocess.run(
-            [str(exe), "demo", "--seed", "7", "--db", str(db)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert res.returncode == 0, res.stderr
-        assert "promoted" in res.stdout and "rolled back" in res.stdout
-        assert "Stage 1 judged from the store: rollback" in res.stdout
-        assert f"entry {run} of the audit log" in res.stdout
-    assert "0 new events" in " ".join(res.stdout.split())  # the second run added nothing
+    shutil.copy(demo_run.db, db)  # a store left by an earlier run is rebuilt
+    res = subprocess.run(
+        [str(exe), "demo", "--seed", "7", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    out = " ".join(res.stdout.split())
+    assert "promoted: promote" in out and "rolled back: rollback" in out
+    assert "Postmortem of 2026.11.24-model" in out
+    with Store(db, read_only=True) as store:
+        runs = store.con.execute("SELECT count(*) FROM postmortems").fetchone()
+    assert runs == (1,)  # one run's records, not two
 
 
 def test_simulate_reports_operating_characteristics() -> None:

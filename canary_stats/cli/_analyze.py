@@ -15,7 +15,8 @@ from .._verdict import Verdict
 from ..errors import CanaryStatsError, InputError
 from ..judge import analyze as analyze_events
 from ..policy import Policy
-from ..store import DEFAULT_PATH, Store
+from ..shadow import analyze_shadow
+from ..store import Store
 from ._app import EXIT_CODES, app, fail, parse_time
 
 __all__ = ["verdict_table"]
@@ -58,17 +59,30 @@ def analyze(
     format: Annotated[
         OutputFormat, typer.Option("--format", help="json or table.")
     ] = OutputFormat.json,
+    shadow: Annotated[
+        bool,
+        typer.Option(
+            "--shadow",
+            help="Shadow mode: the file holds stable and mirrored shadow runs of the same "
+            "tasks (cohort 'shadow', same request_id), judged as pairs.",
+        ),
+    ] = False,
 ) -> None:
     """Judge a canary; exit 0 promote, 10 hold, 20 rollback, 2 bad input, 3 source down.
 
     From a file of events or aggregates, or (with --db) from the store, where
-    the verdict is also appended to the audit log.
+    the verdict is also appended to the audit log. With --shadow, from a file of
+    mirrored traffic, each task's shadow run paired with its stable run.
     """
     try:
         if (events is None) == (db is None):
             raise InputError("events", "give either an events file or --db FILE, not both")
         policy = Policy.from_manifest(manifest)
-        if db is not None:
+        if shadow:
+            if events is None:
+                raise InputError("--shadow", "shadow mode judges an events file, not --db")
+            verdict = analyze_shadow(events, policy, stage=stage, elapsed=elapsed)
+        elif db is not None:
             with Store(db) as store:
                 view = store.select(
                     stable=stable_version,
@@ -183,10 +197,15 @@ def _parse_regression(items: list[str]) -> dict[str, float]:
 def demo(
     seed: Annotated[int, typer.Option(help="Seed of the simulated traffic.")] = 7,
     db: Annotated[
-        Path, typer.Option("--db", help="The DuckDB store the sample is judged from.")
-    ] = DEFAULT_PATH,
+        Path,
+        typer.Option("--db", help="The demo's own DuckDB store, rebuilt on every run."),
+    ] = Path("data/demo.duckdb"),
 ) -> None:
-    """Simulate a healthy and a regressed release, then judge the sample from the store."""
+    """Roll out a healthy and a regressed release through the router, executor and judge.
+
+    Simulated agent traffic, compressed time: the healthy release is promoted stage by
+    stage, the regressed one rolled back automatically with its postmortem.
+    """
     from ..demo import run_demo
 
     try:

@@ -4,6 +4,7 @@ The Prometheus source lives in `canary_stats.sources.prometheus` and is imported
 only where it is used (it pulls in requests and urllib3).
 """
 
+from ._shadow_traffic import generate_shadow_events
 from .files import load_events
 from .openmetrics import (
     EVAL_BUCKETS,
@@ -28,6 +29,7 @@ __all__ = [
     "TaskScore",
     "Workload",
     "generate_events",
+    "generate_shadow_events",
     "generate_tasks",
     "load_events",
     "load_report_card",

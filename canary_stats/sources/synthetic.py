@@ -8,6 +8,7 @@ same window must not mistake for a regression.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -87,11 +88,14 @@ def generate_tasks(
     regression: Regression | None = None,
     phase: float = 0.0,
     rng: np.random.Generator | int | None = None,
+    assign: Callable[[int], np.ndarray] | None = None,
 ) -> Tasks:
     """Simulate ``minutes`` of traffic split between stable and canary.
 
     Arrivals are a Poisson process whose rate follows the diurnal cycle; each
-    task goes to the canary with probability ``canary_share``.
+    task goes to the canary with probability ``canary_share``, or as ``assign``
+    says: given the number of tasks, it returns their canary flags (a sticky
+    router routing each task's user, say).
     """
     if not 0.0 <= canary_share <= 1.0:
         raise ValueError(f"`canary_share` must be in [0, 1]; got {canary_share!r}.")
@@ -104,7 +108,7 @@ def generate_tasks(
     t = t[t < minutes]
     n = t.size
     drift = _drift(workload, t, phase)
-    canary = gen.random(n) < canary_share
+    canary = gen.random(n) < canary_share if assign is None else _flags(assign(n), n)
     # Shared drift: busier hours are slower, fail a little more and spend a little more.
     p_fail = (1 - workload.success_rate) * (1 + drift) + np.where(canary, reg.success_drop, 0.0)
     success = gen.random(n) >= np.clip(p_fail, 0.0, 1.0)
@@ -129,6 +133,13 @@ def generate_tasks(
     score = gen.beta(mean * k, (1 - mean) * k)
     score[gen.random(n) >= workload.eval_rate] = np.nan
     return Tasks(t, canary, success, latency, tokens, score)
+
+
+def _flags(canary: np.ndarray, n: int) -> np.ndarray:
+    flags = np.asarray(canary, dtype=bool)
+    if flags.shape != (n,):
+        raise ValueError(f"`assign` must return {n} canary flags; got shape {flags.shape}.")
+    return flags
 
 
 def generate_events(

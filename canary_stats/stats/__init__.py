@@ -14,6 +14,7 @@ from ._boundaries import (
 )
 from ._common import ConfidenceInterval, SequentialTestResult
 from ._means import mean_bound, mean_contrast
+from ._paired import paired_mean_contrast, paired_proportion_contrast
 from ._proportions import proportion_bound, proportion_contrast
 from ._quantiles import (
     Histogram,
@@ -38,6 +39,8 @@ __all__ = [
     "mixture_precision",
     "normal_mixture_boundary",
     "normal_mixture_log_evalue",
+    "paired_mean_contrast",
+    "paired_proportion_contrast",
     "proportion_bound",
     "proportion_contrast",
     "quantile_bound",

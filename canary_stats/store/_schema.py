@@ -133,8 +133,43 @@ _V1 = [
     )""",
 ]
 
+_V2 = [
+    # Manual commands for a running rollout, queued by `canary-stats rollout pause|...`
+    # and handled in order by the executor. A sequence, not max(id) + 1, so commands
+    # queued at the same moment from several connections never collide.
+    "CREATE SEQUENCE rollout_command_ids START 1",
+    """CREATE TABLE rollout_commands (
+        rollout_id VARCHAR NOT NULL,
+        id BIGINT PRIMARY KEY DEFAULT nextval('rollout_command_ids'),
+        command VARCHAR NOT NULL CHECK (command IN ('pause', 'resume', 'abort', 'promote')),
+        requested_at TIMESTAMPTZ NOT NULL,
+        requested_by VARCHAR NOT NULL,
+        -- NULL while queued; else the transition it caused (applied) or the one in
+        -- force when it was refused
+        handled_seq BIGINT,
+        handled_at TIMESTAMPTZ,
+        outcome VARCHAR CHECK (outcome IN ('applied', 'refused')),
+        reason VARCHAR
+    )""",
+    # One entry per rolled-back rollout: what failed, the evidence, the timeline.
+    """CREATE TABLE postmortems (
+        rollout_id VARCHAR PRIMARY KEY,
+        name VARCHAR NOT NULL,
+        version VARCHAR NOT NULL,
+        stable_version VARCHAR,
+        created_at TIMESTAMPTZ NOT NULL,
+        guardrail VARCHAR,
+        estimate DOUBLE,
+        interval_low DOUBLE,
+        interval_high DOUBLE,
+        reason VARCHAR NOT NULL,
+        verdict JSON,
+        timeline JSON NOT NULL  -- the rollout's transitions, oldest first
+    )""",
+]
+
 #: Step ``i`` takes the schema from version ``i`` to ``i + 1``.
-MIGRATIONS: list[list[str]] = [_V1]
+MIGRATIONS: list[list[str]] = [_V1, _V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from ..errors import CanaryStatsError, EventsError, StoreError
 from ..sources._pull import Pull
 from ..summary import Summary, validate_events
-from . import _releases
+from . import _releases, _rollouts
 from ._query import (
     Selection,
     SourceChoice,
@@ -34,6 +34,7 @@ from ._query import (
     summarize_store,
 )
 from ._releases import ReleaseRecord, ReleaseStatus
+from ._rollouts import Command, CommandRecord, PostmortemRecord, TransitionRecord
 from ._schema import first_row, migrate
 from ._writes import (
     aggregate_rows,
@@ -59,6 +60,8 @@ TABLES = (
     "releases",
     "verdicts",
     "rollout_transitions",
+    "rollout_commands",
+    "postmortems",
 )
 
 _EVAL_COLUMNS = ("request_id", "ts", "release", "cohort", "eval_score")
@@ -271,6 +274,47 @@ class Store:
 
     def releases(self, name: str | None = None) -> list[ReleaseRecord]:
         return _releases.releases(self.con, name)
+
+    # -- rollouts: transitions, manual commands, postmortems (see _rollouts) -------
+
+    def append_transition(
+        self, rollout_id: str, state: str, *, at: datetime, stage: int | None = None,
+        traffic: float | None = None, detail: dict[str, Any] | None = None,
+        command_id: int | None = None,
+    ) -> TransitionRecord:  # fmt: skip
+        return _rollouts.append_transition(
+            self.con, rollout_id, state, at=at, stage=stage, traffic=traffic, detail=detail,
+            command_id=command_id,
+        )  # fmt: skip
+
+    def transitions(self, rollout_id: str) -> list[TransitionRecord]:
+        return _rollouts.transitions(self.con, rollout_id)
+
+    def latest_rollout(self, name: str) -> str | None:
+        return _rollouts.latest_rollout(self.con, name)
+
+    def queue_command(
+        self, rollout_id: str, command: Command, *, requested_by: str, at: datetime
+    ) -> CommandRecord:
+        return _rollouts.queue_command(
+            self.con, rollout_id, command, requested_by=requested_by, at=at
+        )
+
+    def commands(self, rollout_id: str, *, queued_only: bool = False) -> list[CommandRecord]:
+        return _rollouts.commands(self.con, rollout_id, queued_only=queued_only)
+
+    def refuse_command(
+        self, command_id: int, *, seq: int | None, reason: str, at: datetime
+    ) -> bool:
+        return _rollouts.refuse_command(self.con, command_id, seq=seq, reason=reason, at=at)
+
+    def record_postmortem(self, record: PostmortemRecord) -> bool:
+        return _rollouts.record_postmortem(self.con, record)
+
+    def postmortems(
+        self, *, name: str | None = None, rollout_id: str | None = None
+    ) -> list[PostmortemRecord]:
+        return _rollouts.postmortems(self.con, name=name, rollout_id=rollout_id)
 
     # -- audit log ---------------------------------------------------------------
 
