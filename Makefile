@@ -16,8 +16,8 @@ demo: $(STAMP)
 	$(BIN)/canary-stats demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check canary_stats tests bench
-	$(BIN)/ruff format --check canary_stats tests bench
+	$(BIN)/ruff check canary_stats tests bench notebooks
+	$(BIN)/ruff format --check canary_stats tests bench notebooks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
