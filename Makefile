@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit prometheus wrk bench clean
+.PHONY: demo test lint typecheck unit prometheus chromium wrk bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,16 @@ prometheus:
 		$$SUDO env DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y --no-install-recommends prometheus; }
 
-unit: $(STAMP) prometheus
+# The weekly report is opened in headless Chromium (Debian's package; playwright drives
+# it, with no browser download).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y --no-install-recommends chromium; }
+
+unit: $(STAMP) prometheus chromium
 	$(BIN)/pytest
 
 test: lint typecheck unit

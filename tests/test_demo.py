@@ -82,3 +82,10 @@ def test_a_store_the_demo_did_not_write_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="did not write"):
         run_demo(db=db, console=Console(file=None, quiet=True))
     assert db.exists()
+
+
+def test_the_demo_ends_with_the_weekly_report(demo_run: DemoRun) -> None:
+    (report,) = demo_run.db.parent.glob("demo-report-*.html")
+    html = report.read_text()
+    assert "2026.11.24-model" in html and "rolled back" in html
+    assert f"Weekly report: {report}" in " ".join(demo_run.text.split())

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from ..errors import InputError
 from ..manifest import load_manifest, register_manifest
+from ..report import build_report, parse_week, render_html
 from ..rollout import LocalBackend, RolloutExecutor, RolloutStatus, Router, SimulatedTraffic
 from ..store import Store
 from ._releases import DEMO_RELEASES, write_manifests
@@ -101,8 +102,23 @@ def run_demo(
     outcomes = [
         _roll_out(console, db, manifests[r.version], r.story, router, traffic) for r in rollouts
     ]
-    _records(console, db, outcomes, time.perf_counter() - began)
+    _records(console, db, outcomes)
+    _weekly_report(console, db, traffic.now())
+    console.print(f"The demo took {time.perf_counter() - began:.0f} s.", highlight=False)
     return outcomes
+
+
+def _weekly_report(console: Console, db: Path, when: datetime) -> None:
+    """The week's report, as an engineering lead would read it on Friday."""
+    week = parse_week(None, now=when)
+    out = db.with_name(f"{db.stem}-report-{week.label}.html")
+    with console.status("writing the weekly report (bootstrap intervals)"):
+        out.write_text(render_html(build_report(db, week)))
+    console.print(
+        f"Weekly report: {out} (`canary-stats report --db {db} --week {week.label} --out ...`; "
+        "add --format md for chat or mail).",
+        highlight=False,
+    )
 
 
 def _roll_out(
@@ -164,7 +180,7 @@ def _timeline(console: Console, outcome: DemoOutcome) -> None:
     )
 
 
-def _records(console: Console, db: Path, outcomes: list[DemoOutcome], seconds: float) -> None:
+def _records(console: Console, db: Path, outcomes: list[DemoOutcome]) -> None:
     with Store(db, read_only=True) as store:
         counts = {t: store.count(t) for t in ("events", "verdicts", "rollout_transitions")}
         postmortems = store.postmortems(name="research-agent")
@@ -184,8 +200,8 @@ def _records(console: Console, db: Path, outcomes: list[DemoOutcome], seconds: f
         + ", ".join(f"{r.version} ({r.status.replace('_', ' ')})" for r in releases)
         + f"\nRecorded in {db}: {counts['events']:,} events, {counts['verdicts']:,} verdicts "
         f"(the audit log), {counts['rollout_transitions']:,} rollout transitions, "
-        f"{len(postmortems)} postmortem(s). Simulated {_simulated_hours(outcomes)} in "
-        f"{seconds:.0f} s.\nNext: `canary-stats rollout status research-agent --db {db}`.",
+        f"{len(postmortems)} postmortem(s), over {_simulated_hours(outcomes)} of simulated "
+        f"time.\nNext: `canary-stats rollout status research-agent --db {db}`.",
         highlight=False,
     )
 
