@@ -57,6 +57,10 @@ del _refuse_writes
 EXPECTED: dict[str, tuple[tuple[str, ...], int]] = {
     "quickstart": (("decision: rollback", "task_success_rate violates", "first rollback at"), 1),
     "threshold_tuning": (("recommended:", "false rollback %", "power % success"), 2),
+    "release_review": (
+        ("the effect sizes agree with the weekly report", "postmortem of", "crossed the limit"),
+        3,
+    ),
 }
 
 
