@@ -13,6 +13,7 @@ Decision at a check (DESIGN.md, "The verdict"):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -151,22 +152,33 @@ def judge(summary: Summary, policy: Policy, *, stage: int, elapsed: timedelta) -
     rate = (summary.stable.tasks + summary.canary.tasks) / minutes if minutes > 0 else 0.0
     eta = eta_minutes(verdicts.values(), mode, left, rate, share, policy)
     short = [v for v in verdicts.values() if not v.enough_data]
-    if short:
-        names = ", ".join(
-            f"{v.name} ({v.n_canary:.0f} canary, {v.n_stable:.0f} stable)" for v in short
-        )
-        why = f"too little data for {names}; each cohort needs {policy.min_samples}"
-    elif left > 0:
-        why = (
+    names = ", ".join(f"{v.name} ({v.n_canary:.0f} canary, {v.n_stable:.0f} stable)" for v in short)
+    too_little = f"too little data for {names}; each cohort needs {policy.min_samples}"
+    why = _waiting_reason(
+        verdicts.values(), too_little if short else None, left=left, duration=duration,
+        minutes=minutes,
+    )  # fmt: skip
+    return Verdict("hold", f"hold: {why}.", eta_minutes=eta, **common)
+
+
+def _waiting_reason(
+    verdicts: Iterable[GuardrailVerdict],
+    too_little: str | None,
+    *,
+    left: float,
+    duration: timedelta | None,
+    minutes: float,
+) -> str:
+    """Why a stage with trusted data still holds: too little data, time, or proof."""
+    if too_little is not None:
+        return too_little
+    if left > 0:
+        return (
             f"no violation proven; the stage's minimum duration ({_fmt_minutes(duration)}) "
             f"is not reached ({minutes:.0f} min elapsed)"
         )
-    else:
-        pending = ", ".join(v.name for v in verdicts.values() if v.status != "pass")
-        why = (
-            f"not yet proven within margin: {pending}; a prove stage needs every guardrail to pass"
-        )
-    return Verdict("hold", f"hold: {why}.", eta_minutes=eta, **common)
+    pending = ", ".join(v.name for v in verdicts if v.status != "pass")
+    return f"not yet proven within margin: {pending}; a prove stage needs every guardrail to pass"
 
 
 def _fmt_minutes(d: timedelta | None) -> str:

@@ -38,67 +38,18 @@ import pandas as pd
 
 from . import stats
 from ._eta import eta_minutes, tuning
+from ._shadow_pairs import Pairs, pair_tasks, shadow_frame
 from ._verdict import GuardrailVerdict, Verdict
 from .errors import EventsError
-from .judge import _bounded_var, _evaluate, _fmt_minutes, _guardrail_verdict, _nz, decide
+from .judge import _bounded_var, _evaluate, _guardrail_verdict, _nz, _waiting_reason, decide
 from .policy import Guardrail, Policy, parse_duration
-from .sources.files import load_events
 from .stats import SequentialTestResult
-from .summary import EVENT_COLUMNS, CohortSummary, Moments, Summary
-from .summary import _checks as checks
-from .summary._types import COHORTS
+from .summary import Moments, Summary
 
 __all__ = ["analyze_shadow"]
 
 #: Stable and shadow run the same tasks: each cohort is half of the rows.
 _SHARE = 0.5
-_STABLE, _CANARY, _SHADOW = (COHORTS.index(c) for c in ("stable", "canary", "shadow"))
-
-
-@dataclass(frozen=True, slots=True)
-class _Runs:
-    """One version's runs of the paired tasks, in the order of the pairs."""
-
-    success: np.ndarray
-    latency_ms: np.ndarray
-    tokens: np.ndarray
-    eval_score: np.ndarray  # NaN: not scored
-
-    def cohort(self) -> CohortSummary:
-        score = self.eval_score[~np.isnan(self.eval_score)]
-        return CohortSummary(
-            tasks=float(self.success.size),
-            successes=float(np.count_nonzero(self.success)),
-            latency=self.latency_ms,
-            tokens=Moments.from_values(self.tokens),
-            eval_score=Moments.from_values(score),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _Pairs:
-    """Tasks run by both versions, and what could not be paired."""
-
-    stable: _Runs
-    shadow: _Runs
-    unpaired_stable: int
-    unpaired_shadow: int
-    issues: tuple[str, ...]
-    span: timedelta  # from the first to the last row
-
-    @property
-    def n(self) -> int:
-        return int(self.stable.success.size)
-
-    def describe(self) -> str:
-        text = f"{self.n} paired tasks"
-        if self.unpaired_stable or self.unpaired_shadow:
-            text += (
-                f"; {self.unpaired_stable + self.unpaired_shadow} unpaired rows dropped "
-                f"({self.unpaired_stable} stable without a shadow run, "
-                f"{self.unpaired_shadow} shadow without a stable task)"
-            )
-        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,90 +134,11 @@ def analyze_shadow(
     Relative latency-quantile guardrails use `analyze`'s unpaired two-cohort
     test (a quantile has no simple paired form; see the module docstring).
     """
-    pairs = _pair(_frame(events))
+    pairs = pair_tasks(shadow_frame(events))
     span = parse_duration(elapsed, "elapsed") if elapsed is not None else pairs.span
     if span < timedelta(0):
         raise EventsError("elapsed", "must not be negative")
     return _judge_pairs(pairs, policy, stage=stage, elapsed=span)
-
-
-def _frame(events: Any) -> pd.DataFrame:
-    if isinstance(events, str | Path):
-        events = load_events(events)
-    if not isinstance(events, pd.DataFrame):
-        raise EventsError(
-            "events", f"expected a DataFrame or a path of raw events; got {type(events).__name__}"
-        )
-    if {"metric", "field", "value"} <= set(events.columns):
-        raise EventsError(
-            "events",
-            "shadow analysis pairs tasks by request_id: it needs raw events, "
-            "not per-window aggregates",
-        )
-    return events
-
-
-def _pair(df: pd.DataFrame) -> _Pairs:
-    """Validate shadow events and pair each shadow row with its stable task."""
-    checks.require_columns(df, (*EVENT_COLUMNS[:5], "request_id"), "shadow events")
-    codes = checks.cohort_codes(df["cohort"])
-    canaries = int(np.count_nonzero(codes == _CANARY))
-    if canaries:
-        raise EventsError(
-            "cohort",
-            f"{canaries} rows are labelled 'canary'; shadow analysis pairs 'stable' with "
-            "'shadow' rows (judge a canary with analyze)",
-        )
-    ts = checks.utc_timestamps(df["ts"], "ts")
-    no_success = df["success"].isna().to_numpy()
-    success = np.zeros(len(df), dtype=bool)
-    if not no_success.all():
-        success[~no_success] = checks.success_column(df["success"][~no_success])
-    latency = checks.numeric_column(df, "latency_ms", low=0.0, nullable=True)
-    tokens = checks.numeric_column(df, "tokens", low=0.0, nullable=True)
-    score = (
-        checks.numeric_column(df, "eval_score", low=0.0, high=1.0, nullable=True)
-        if "eval_score" in df.columns
-        else np.full(len(df), np.nan)
-    )
-    rid = df["request_id"].astype("string")
-    keys = rid.fillna("").to_numpy(dtype=object)  # rows without an id are never paired
-    has_id = rid.notna().to_numpy()
-    for code in (_STABLE, _SHADOW):
-        ids = rid[(codes == code) & has_id]
-        dup = ids.duplicated()
-        if dup.any():
-            raise EventsError(
-                "request_id",
-                f"{int(dup.sum())} duplicated values among {COHORTS[code]} rows "
-                f"(first: {ids[dup].iloc[0]!r}); each task must appear once per cohort",
-            )
-    issues = []
-    complete = np.ones(len(df), dtype=bool)
-    for name, missing in (
-        ("success", no_success),
-        ("latency_ms", np.isnan(latency)),
-        ("tokens", np.isnan(tokens)),
-    ):
-        if missing.any():
-            issues.append(f"{int(missing.sum())} rows have no {name} (partial data)")
-            complete &= ~missing
-    stable_rows = np.flatnonzero((codes == _STABLE) & complete)
-    shadow_rows = np.flatnonzero((codes == _SHADOW) & complete)
-    s_idx, h_idx = stable_rows[has_id[stable_rows]], shadow_rows[has_id[shadow_rows]]
-    pos = pd.Index(keys[s_idx]).get_indexer(keys[h_idx])
-    hit = pos >= 0
-    s_pair, h_pair = s_idx[pos[hit]], h_idx[hit]
-    order = ts.iloc[s_pair].argsort(kind="stable").to_numpy()  # by the stable task's end
-    s_pair, h_pair = s_pair[order], h_pair[order]
-
-    def runs(rows: np.ndarray) -> _Runs:
-        return _Runs(success[rows], latency[rows], tokens[rows], score[rows])
-
-    n = s_pair.size
-    span = (ts.max() - ts.min()).floor("us").to_pytimedelta() if len(ts) else timedelta(0)
-    unpaired = int(stable_rows.size - n), int(shadow_rows.size - n)
-    return _Pairs(runs(s_pair), runs(h_pair), *unpaired, tuple(issues), span)
 
 
 def _paired_test(
@@ -298,7 +170,7 @@ def _paired_test(
     )
 
 
-def _guardrail(g: Guardrail, p: _Pairs, summary: Summary, policy: Policy) -> GuardrailVerdict:
+def _guardrail(g: Guardrail, p: Pairs, summary: Summary, policy: Policy) -> GuardrailVerdict:
     if g.contrast == "absolute" or g.metric == "latency_ms":
         how = (
             "the shadow's runs alone"
@@ -332,7 +204,7 @@ def _guardrail(g: Guardrail, p: _Pairs, summary: Summary, policy: Policy) -> Gua
     return replace(v, reason=f"{v.reason} ({how}, {used})")
 
 
-def _judge_pairs(p: _Pairs, policy: Policy, *, stage: int, elapsed: timedelta) -> Verdict:
+def _judge_pairs(p: Pairs, policy: Policy, *, stage: int, elapsed: timedelta) -> Verdict:
     """Turn paired runs into a `Verdict` with the decision rule of `analyze`."""
     stage_obj = policy.check_stage(stage)
     mode = policy.stage_mode(stage)
@@ -381,18 +253,11 @@ def _judge_pairs(p: _Pairs, policy: Policy, *, stage: int, elapsed: timedelta) -
     rate = 2 * p.n / minutes if minutes > 0 else 0.0  # rows per minute, both versions
     eta = eta_minutes(verdicts.values(), mode, left, rate, _SHARE, policy)
     short = [v.name for v in verdicts.values() if not v.enough_data]
-    if short:
-        why = f"too little data for {', '.join(short)}; each needs {policy.min_samples} pairs"
-    elif left > 0:
-        why = (
-            f"no violation proven; the stage's minimum duration ({_fmt_minutes(duration)}) "
-            f"is not reached ({minutes:.0f} min elapsed)"
-        )
-    else:
-        pending = ", ".join(v.name for v in verdicts.values() if v.status != "pass")
-        why = (
-            f"not yet proven within margin: {pending}; a prove stage needs every guardrail to pass"
-        )
+    too_little = f"too little data for {', '.join(short)}; each needs {policy.min_samples} pairs"
+    why = _waiting_reason(
+        verdicts.values(), too_little if short else None, left=left, duration=duration,
+        minutes=minutes,
+    )  # fmt: skip
     return Verdict("hold", f"hold: {why} ({pairing}).", eta_minutes=eta, **common)
 
 
@@ -403,7 +268,7 @@ def _evidence(v: GuardrailVerdict) -> str:
     )
 
 
-def _data_problem(p: _Pairs, srm: stats.SampleRatioResult) -> str | None:
+def _data_problem(p: Pairs, srm: stats.SampleRatioResult) -> str | None:
     if p.issues:
         return "the data cannot be trusted: " + "; ".join(p.issues)
     for name, rows in (("stable", p.n + p.unpaired_stable), ("shadow", p.n + p.unpaired_shadow)):

@@ -27,15 +27,9 @@ import pytest
 from scipy import stats as sps
 
 import canary_stats as cs
+from canary_stats._shadow_pairs import Pairs, pair_tasks
 from canary_stats.judge import _evaluate, effective_status
-from canary_stats.shadow import (
-    _pair,
-    _paired_test,
-    _PairedCounts,
-    _PairedMoments,
-    _Pairs,
-    analyze_shadow,
-)
+from canary_stats.shadow import _paired_test, _PairedCounts, _PairedMoments, analyze_shadow
 from canary_stats.sources import Regression, Workload, generate_shadow_events
 from canary_stats.summary import CohortSummary, Moments, Summary
 
@@ -50,14 +44,14 @@ def policy(guardrails: dict[str, Any]) -> cs.Policy:
     return cs.Policy.from_dict({"stages": STAGES, "guardrails": guardrails, "alpha": ALPHA})
 
 
-def run(regression: Regression, minutes: float, seed: int) -> _Pairs:
+def run(regression: Regression, minutes: float, seed: int) -> Pairs:
     df = generate_shadow_events(
         Workload(), regression=regression, duration=timedelta(minutes=minutes), rng=seed
     )
-    return _pair(df)
+    return pair_tasks(df)
 
 
-def at_looks(p: _Pairs, step: int) -> tuple[np.ndarray, dict[str, Any], Summary]:
+def at_looks(p: Pairs, step: int) -> tuple[np.ndarray, dict[str, Any], Summary]:
     """Cumulative paired statistics and the two-cohort `Summary` at every look."""
     k = np.arange(step, p.n + 1, step)
     s, h = p.stable, p.shadow
@@ -95,7 +89,7 @@ def at_looks(p: _Pairs, step: int) -> tuple[np.ndarray, dict[str, Any], Summary]
     return n, paired, summary
 
 
-def first_fail(pol: cs.Policy, p: _Pairs, step: int) -> dict[str, tuple[float, float]]:
+def first_fail(pol: cs.Policy, p: Pairs, step: int) -> dict[str, tuple[float, float]]:
     """Per guardrail: pairs until the first ``fail``, paired and unpaired (inf: none)."""
     n, paired, summary = at_looks(p, step)
 
@@ -117,7 +111,7 @@ def test_vectorised_looks_match_analyze_shadow() -> None:
     df = generate_shadow_events(
         Workload(), regression=Regression(token_factor=1.15), duration=timedelta(minutes=5), rng=3
     )
-    p = _pair(df)
+    p = pair_tasks(df)
     _, paired, _ = at_looks(p, 300)
     ids = df.loc[df["cohort"] == "stable"].sort_values("ts", kind="stable")["request_id"]
     for look in (0, 2):
