@@ -35,7 +35,7 @@ from ..store import DEFAULT_PATH, Store
 from ..store._rollouts import Command, CommandRecord
 from ._app import EXIT_CODES, EXIT_SOURCE, app, fail
 
-__all__ = ["progress_view", "queue_command", "rollout_app", "rollout_report"]
+__all__ = ["progress_view", "queue_command", "rollout_app", "rollout_report", "status_line"]
 
 rollout_app = typer.Typer(
     help="Run a staged rollout (`rollout run MANIFEST`) and steer it while it runs "
@@ -148,12 +148,18 @@ def run(
         raise fail(exc) from None
     console = Console(width=max(Console().width, 100))
     try:
+        # A terminal gets the live view; a log (CI, a pipe) one line per check.
         with executor, Live(console=console, auto_refresh=False) as live:
 
             def show(status: RolloutStatus) -> None:
-                live.update(progress_view(status), refresh=True)
+                if console.is_terminal:
+                    live.update(progress_view(status), refresh=True)
+                else:
+                    console.print(status_line(status), highlight=False, soft_wrap=True)
 
             status = executor.run(until_done=not exit_when_paused, on_tick=show)
+        if not console.is_terminal:
+            console.print(progress_view(status))  # where it ended, in full
     except CanaryStatsError as exc:
         raise fail(exc) from None
     except KeyboardInterrupt:
@@ -168,6 +174,17 @@ def run(
         raise typer.Exit(EXIT_CODES["rollback"])
     console.print(f"paused: {status.reason}")
     raise typer.Exit(EXIT_SOURCE if status.judge_errors >= max_judge_errors else 1)
+
+
+def status_line(status: RolloutStatus) -> str:
+    """One check as a log line: when, where, and the decision with its reason."""
+    where = "" if status.stage is None else f" stage {status.stage + 1}/{status.stages}"
+    traffic = "" if status.traffic is None else f" at {status.traffic:g}%"
+    said = status.reason
+    if status.decision and not said.startswith(f"{status.decision}:"):
+        said = f"{status.decision}: {said}"
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{stamp} {status.version} {status.state}{where}{traffic} {said}"
 
 
 def progress_view(status: RolloutStatus) -> Group:

@@ -167,3 +167,17 @@ def test_judge_options(tmp_path: Path) -> None:
     assert isinstance(judge, HttpJudge) and judge.url == "http://judge.test/v1/judge/argo"
     assert judge._client.headers["Authorization"] == "Bearer s3cret"
     judge.close()
+
+
+def test_status_line_for_logs() -> None:
+    from canary_stats.cli._rollout import status_line
+    from canary_stats.rollout._state import RolloutStatus
+
+    fields = {f: None for f in RolloutStatus.__dataclass_fields__}
+    status = RolloutStatus(**{  # type: ignore[arg-type]
+        **fields, "rollout_id": "rollout:a:v2", "name": "a", "version": "v2", "stable": "v1",
+        "state": "stage_started", "phase": "running", "stage": 0, "stages": 4, "traffic": 1.0,
+        "judge_errors": 0, "decision": "hold", "reason": "hold: too little data",
+    })  # fmt: skip
+    line = status_line(status)
+    assert line.endswith("v2 stage_started stage 1/4 at 1% hold: too little data")
