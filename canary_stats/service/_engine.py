@@ -77,6 +77,18 @@ class Served:
     def decision(self) -> Decision:
         return cast(Decision, self.verdict["decision"])
 
+    def headers(self) -> dict[str, str]:
+        """Headers saying where the verdict came from; the body stays the verdict alone."""
+
+        def stamp(value: datetime | None) -> str:
+            return value.isoformat().replace("+00:00", "Z") if value else ""
+
+        return {
+            "x-canary-stats-cache": self.cache,
+            "x-canary-stats-computed-at": stamp(self.computed_at),
+            "x-canary-stats-stage-started-at": stamp(self.stage_started_at),
+        }
+
 
 @dataclass(slots=True)
 class _Entry:

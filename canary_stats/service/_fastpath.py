@@ -12,7 +12,6 @@ unchanged, so every error answer still comes from one place.
 from __future__ import annotations
 
 import hmac
-from datetime import datetime
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -70,17 +69,11 @@ class ArgoFastPath:
         return False
 
 
-def _stamp(value: datetime | None) -> bytes:
-    return value.isoformat().replace("+00:00", "Z").encode() if value else b""
-
-
 async def _send(send: Send, body: bytes, served: Served) -> None:
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        (b"x-canary-stats-cache", served.cache.encode()),
-        (b"x-canary-stats-computed-at", _stamp(served.computed_at)),
-        (b"x-canary-stats-stage-started-at", _stamp(served.stage_started_at)),
+        *((name.encode(), value.encode()) for name, value in served.headers().items()),
     ]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -7,7 +7,6 @@ cached verdict on the event loop and hands only a miss to a worker thread.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
@@ -16,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
 
 from ._auth import bearer, check_token
-from ._engine import JudgeService, Served
+from ._engine import JudgeService
 from ._errors import ERROR_RESPONSES, UnknownHook
 from ._flagger import answer_hook
 from ._metrics import CONTENT_TYPE_LATEST
@@ -49,17 +48,6 @@ async def _argo_auth(service: Service, credentials: Bearer) -> None:
     check_token(service.settings, credentials.credentials if credentials else None)
 
 
-def _stamp(value: datetime | None) -> str:
-    return value.isoformat().replace("+00:00", "Z") if value else ""
-
-
-def _describe(response: Response, served: Served) -> None:
-    """Headers saying where the verdict came from; the body stays the verdict alone."""
-    response.headers["X-Canary-Stats-Cache"] = served.cache
-    response.headers["X-Canary-Stats-Computed-At"] = _stamp(served.computed_at)
-    response.headers["X-Canary-Stats-Stage-Started-At"] = _stamp(served.stage_started_at)
-
-
 @router.post(
     "/v1/judge/argo",
     response_model=VerdictOut,
@@ -81,9 +69,7 @@ async def judge_argo(body: ArgoJudgeRequest, service: Service, request: Request)
     service.remember(await request.body(), release)
     # The verdict dict is `VerdictOut` already (a test holds them equal): sending it as
     # is skips re-validating a cached verdict on every poll, most of a hit's cost.
-    response = JSONResponse(served.verdict)
-    _describe(response, served)
-    return response
+    return JSONResponse(served.verdict, headers=served.headers())
 
 
 _HOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
