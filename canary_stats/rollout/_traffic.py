@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..sources.synthetic import Regression, Workload, generate_tasks
+from ..sources.synthetic import Regression, Workload, events_frame, generate_tasks
 from ..store import Store
 from ._router import Router
 
@@ -109,16 +109,8 @@ class SimulatedTraffic:
         n = tasks.minute.size
         ids = np.arange(self.tasks, self.tasks + n)
         self.tasks += n
-        return pd.DataFrame(
-            {
-                "ts": pd.Timestamp(self._now) + pd.to_timedelta(tasks.minute, unit="min"),
-                "cohort": np.where(tasks.canary, "canary", "stable"),
-                "success": tasks.success,
-                "latency_ms": tasks.latency_ms.round(1),
-                "tokens": tasks.tokens,
-                "eval_score": tasks.eval_score,
-                "release": np.where(tasks.canary, router.canary, router.stable),
-                "user_id": users[0],
-                "request_id": [f"{self._prefix}-{i}" for i in ids],
-            }
-        )
+        events = events_frame(tasks, self._now)
+        events["release"] = np.where(tasks.canary, router.canary, router.stable)
+        events["user_id"] = users[0]
+        events["request_id"] = [f"{self._prefix}-{i}" for i in ids]
+        return events

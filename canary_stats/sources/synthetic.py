@@ -15,7 +15,14 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-__all__ = ["Regression", "Tasks", "Workload", "generate_events", "generate_tasks"]
+__all__ = [
+    "Regression",
+    "Tasks",
+    "Workload",
+    "events_frame",
+    "generate_events",
+    "generate_tasks",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,15 +167,20 @@ def generate_events(
         regression=regression,
         rng=rng,
     )
-    ts = pd.Timestamp(start) + pd.to_timedelta(tasks.minute, unit="min")
+    events = events_frame(tasks, start)
+    events["request_id"] = [f"req-{i:08d}" for i in range(tasks.minute.size)]
+    return events
+
+
+def events_frame(tasks: Tasks, start: datetime) -> pd.DataFrame:
+    """Generated tasks as raw events (ts, cohort and the metrics) from ``start``."""
     return pd.DataFrame(
         {
-            "ts": ts,
+            "ts": pd.Timestamp(start) + pd.to_timedelta(tasks.minute, unit="min"),
             "cohort": np.where(tasks.canary, "canary", "stable"),
             "success": tasks.success,
             "latency_ms": tasks.latency_ms.round(1),
             "tokens": tasks.tokens,
             "eval_score": tasks.eval_score,
-            "request_id": [f"req-{i:08d}" for i in range(tasks.minute.size)],
         }
     )
