@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import canary_stats as cs
 from canary_stats.errors import EventsError
+from canary_stats.summary._checks import cohort_codes
 
 from .conftest import events
 
@@ -139,3 +144,49 @@ def test_pooled_moments_equal_the_moments_of_both_samples() -> None:
     assert pooled.var == pytest.approx(both.var, rel=1e-10)
     empty = cs.Moments.from_values(np.empty(0))
     assert empty.pooled(both) is both and both.pooled(empty) is both
+
+
+# Labels that share the six-byte width of 'stable' and 'canary' (or come close) probe
+# the fast path that reads Arrow's string buffers; object dtype is the reference.
+_LABELS = ["stable", "canary", "shadow", "stabl", "stable ", "Canary", "ñanar", "", None]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    labels=st.lists(st.sampled_from(_LABELS), min_size=1, max_size=40),
+    cut=st.integers(0, 5),
+    chunks=st.integers(1, 3),
+)
+def test_cohort_codes_of_arrow_strings_match_the_general_path(
+    labels: list[str | None], cut: int, chunks: int
+) -> None:
+    # A slice starts the Arrow array at an offset; concatenation makes several chunks.
+    parts = [pd.Series(labels, dtype="str").iloc[cut:]] * chunks
+    fast = pd.concat(parts, ignore_index=True)
+    reference = fast.astype(object)
+    try:
+        expected = cohort_codes(reference)
+    except EventsError as error:
+        with pytest.raises(EventsError, match=re.escape(str(error))):
+            cohort_codes(fast)
+    else:
+        assert cohort_codes(fast).tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("value", [-np.inf, np.inf, -0.5, 1.5])
+def test_nullable_scores_reject_infinities_and_values_outside_the_range(
+    base: pd.DataFrame, value: float
+) -> None:
+    df = base.assign(eval_score=np.nan)  # all missing, except one bad value
+    df.loc[df.index[7], "eval_score"] = value
+    _bad(df, "eval_score", "1 rows are out of range; expected in [0, 1]")
+
+
+def test_moments_centre_in_place_only_when_allowed() -> None:
+    x = np.random.default_rng(5).lognormal(8, 0.5, 1_001)
+    kept = x.copy()
+    ref = cs.Moments.from_values(x)
+    assert np.array_equal(x, kept)  # the caller's sample is untouched by default
+    assert ref.var == pytest.approx(np.var(kept), rel=1e-12)
+    assert cs.Moments.from_values(x, overwrite_input=True) == ref
+    assert not np.array_equal(x, kept)  # scratch: reused for the centred squares

@@ -16,12 +16,15 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import integrate, optimize, special
 from scipy import stats as sps
 from statsmodels.stats import proportion as smp
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
 from canary_stats import stats as cs
+from canary_stats.stats._quantiles import _rank_thresholds
 
 # -- normal mixture -----------------------------------------------------------------------
 
@@ -392,3 +395,23 @@ def test_quantile_sequence_contains_exact_order_statistic_interval(
     bucketed = cs.quantile_confidence_sequence(h, q=0.95, confidence_level=0.95)
     assert bucketed.confidence_interval.low <= res.confidence_interval.low
     assert bucketed.confidence_interval.high >= res.confidence_interval.high
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    values=st.lists(st.integers(0, 40), min_size=1, max_size=400),
+    q=st.sampled_from([0.5, 0.9, 0.95, 0.99]),
+    n_tune=st.sampled_from([10, 1_000]),
+)
+def test_quantile_bounds_are_the_order_statistics_of_the_sorted_sample(
+    values: list[int], q: float, n_tune: int
+) -> None:
+    # Two selections place the three ranks (see _bounds_from_samples); ties included,
+    # since latencies rounded to the millisecond repeat.
+    x = np.asarray(values, dtype=float)
+    ordered, n = np.sort(x), x.size
+    s_lo, k_up = (float(r[0]) for r in _rank_thresholds(np.array([n]), q, 0.025, 0.025, n_tune))
+    res = cs.quantile_confidence_sequence(x, q=q, confidence_level=0.95, n_tune=n_tune)
+    assert res.estimate == ordered[max(math.ceil(q * n), 1) - 1]
+    assert res.confidence_interval.low == (ordered[int(s_lo)] if s_lo >= 0 else -math.inf)
+    assert res.confidence_interval.high == (ordered[int(k_up) - 1] if k_up <= n else math.inf)

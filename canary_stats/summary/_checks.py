@@ -72,16 +72,20 @@ def cohort_codes(cohort: pd.Series) -> np.ndarray:
     Hash lookups only: sorting millions of label strings would dominate the cost.
     """
     arrow = getattr(cohort.array, "__arrow_array__", None)
-    if isinstance(cohort.dtype, pd.StringDtype) and arrow is not None:
-        found = pc.index_in(arrow(), value_set=COHORT_SET)
+    labels = arrow() if isinstance(cohort.dtype, pd.StringDtype) and arrow is not None else None
+    fast = _stable_or_canary(labels) if labels is not None else None
+    if fast is not None:
+        codes = fast
+    elif labels is not None:
+        found = pc.index_in(labels, value_set=COHORT_SET)
         codes = pc.fill_null(found, -1).to_numpy(zero_copy_only=False)
     elif isinstance(cohort.dtype, pd.CategoricalDtype):
         cats = cohort.cat.categories
         table = np.array([COHORTS.index(c) if c in COHORTS else -1 for c in cats] + [-1])
         codes = table[cohort.cat.codes.to_numpy()]  # code -1 (missing) picks the trailing -1
     else:
-        raw, labels = pd.factorize(cohort)
-        table = np.array([COHORTS.index(c) if c in COHORTS else -1 for c in labels] + [-1])
+        raw, uniques = pd.factorize(cohort)
+        table = np.array([COHORTS.index(c) if c in COHORTS else -1 for c in uniques] + [-1])
         codes = table[raw]  # raw == -1 (missing) picks the trailing -1
     bad = codes < 0
     if bad.any():
@@ -89,6 +93,50 @@ def cohort_codes(cohort: pd.Series) -> np.ndarray:
         what = f"unknown labels {seen[:5]}" if seen else f"{int(bad.sum())} rows have no cohort"
         raise EventsError("cohort", f"{what}; expected 'stable', 'canary' or 'shadow'")
     return np.asarray(codes)
+
+
+def _label_words(label: str) -> tuple[np.uint32, np.uint16]:
+    raw = label.encode()
+    return np.frombuffer(raw[:4], "<u4")[0], np.frombuffer(raw[4:], "<u2")[0]
+
+
+_STABLE, _CANARY = _label_words(COHORTS[0]), _label_words(COHORTS[1])
+
+
+def _stable_or_canary(labels: pa.ChunkedArray) -> np.ndarray | None:
+    """Codes of labels that are all 'stable' or 'canary', read from Arrow's buffers.
+
+    Arrow's string kernels take about 15 ns a row (30 ms for 1M + 1M events).
+    Both labels are six bytes long, so when every row is six bytes wide the rows
+    sit at a fixed stride in the data buffer, and a 4-byte and a 2-byte integer
+    comparison per row tell them apart. Anything else (nulls, other widths,
+    'shadow', unknown labels) returns None and takes the general path.
+    """
+    parts = []
+    for chunk in labels.chunks:
+        large = pa.types.is_large_string(chunk.type)
+        if chunk.null_count or not (large or pa.types.is_string(chunk.type)):
+            return None
+        n = len(chunk)
+        if n == 0:
+            continue
+        _, offsets_buf, data = chunk.buffers()
+        width = np.dtype(np.int64 if large else np.int32)
+        skip = chunk.offset * width.itemsize  # a slice starts part-way into the buffers
+        offsets = np.frombuffer(offsets_buf, width, count=n + 1, offset=skip)
+        if np.any(np.diff(offsets) != 6):
+            return None
+        start = int(offsets[0])
+        head = np.ndarray((n,), "<u4", buffer=data, offset=start, strides=(6,))
+        tail = np.ndarray((n,), "<u2", buffer=data, offset=start + 4, strides=(6,))
+        stable = (head == _STABLE[0]) & (tail == _STABLE[1])
+        canary = (head == _CANARY[0]) & (tail == _CANARY[1])
+        if np.count_nonzero(stable) + np.count_nonzero(canary) != n:
+            return None
+        parts.append(canary.view(np.int8))  # 0 stable, 1 canary: the COHORTS indices
+    if not parts:
+        return None
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def numeric_column(
@@ -102,7 +150,9 @@ def numeric_column(
             x = pd.to_numeric(col).to_numpy(dtype=float, na_value=np.nan)
     except (ValueError, TypeError):
         raise EventsError(name, "expected numbers") from None
-    # One comparison catches NaN, infinities and out-of-range values together.
+    if _within(x, low, high, nullable=nullable):
+        return x
+    # Something is off: find the rows for the message (NaN fails every comparison).
     bad = ~((x >= low) & (x <= high)) if np.isfinite(high) else ~(x >= low)
     bad |= x == np.inf
     if nullable:
@@ -112,6 +162,22 @@ def numeric_column(
         kind = "NaN, infinite or out of range" if not nullable else "out of range"
         raise EventsError(name, f"{int(bad.sum())} rows are {kind}; expected {expect}")
     return x
+
+
+def _within(x: np.ndarray, low: float, high: float, *, nullable: bool) -> bool:
+    """Whether every value is a finite number in [low, high] (NaN allowed if nullable).
+
+    Two reductions instead of a mask per comparison: about 4x faster on valid
+    data, which is nearly all of it. NaN propagates through min and max (a NaN
+    compares false); fmin and fmax skip it.
+    """
+    if x.size == 0:
+        return True
+    smallest, largest = (np.fmin, np.fmax) if nullable else (np.minimum, np.maximum)
+    lo, hi = smallest.reduce(x), largest.reduce(x)
+    if nullable and np.isnan(lo):
+        return True  # every value is NaN
+    return bool(lo >= low and hi <= high and hi < np.inf)
 
 
 def success_column(success: pd.Series) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -62,31 +64,46 @@ def summarize_events(events: pd.DataFrame) -> Summary:
     succ = success_column(events["success"])
     latency = numeric_column(events, "latency_ms", low=0.0)
     tokens = numeric_column(events, "tokens", low=0.0)
-    has_eval = "eval_score" in events.columns
     score = (
-        numeric_column(events, "eval_score", low=0.0, high=1.0, nullable=True) if has_eval else None
+        numeric_column(events, "eval_score", low=0.0, high=1.0, nullable=True)
+        if "eval_score" in events.columns
+        else np.full(len(events), np.nan)
     )
+    scored = ~np.isnan(score)
     unique_request_ids(events)
     ts = utc_timestamps(events["ts"], "ts")
 
     # Per cohort, np.compress copies the values it needs (several times faster than
-    # x[mask]); moments come from those copies (two-pass variance, no cancellation).
+    # x[mask]); moments come from those copies, which are scratch and can be centred
+    # in place (two-pass variance, no cancellation, no third copy).
     def cohort(name: str) -> CohortSummary:
         mask = codes == COHORTS.index(name)
         n = float(np.count_nonzero(mask))
         tok = np.compress(mask, tokens)
-        ev = np.compress(mask, score) if score is not None else np.empty(0)
-        ev = np.compress(~np.isnan(ev), ev)
+        ev = np.compress(mask & scored, score)
         return CohortSummary(
             tasks=n,
             successes=float(np.count_nonzero(succ & mask)),
             latency=np.compress(mask, latency),
-            tokens=Moments.from_values(tok),
-            eval_score=Moments.from_values(ev),
+            tokens=Moments.from_values(tok, overwrite_input=True),
+            eval_score=Moments.from_values(ev, overwrite_input=True),
         )
 
     stable, canary = cohort("stable"), cohort("canary")
-    # Microsecond precision is plenty for a span of minutes and keeps datetime happy.
-    start = ts.min().tz_convert("UTC").floor("us").to_pydatetime() if len(ts) else None
-    end = ts.max().tz_convert("UTC").floor("us").to_pydatetime() if len(ts) else None
-    return Summary(stable, canary, start, end, (), "events")
+    return Summary(stable, canary, *_span(ts), (), "events")
+
+
+def _span(ts: pd.Series) -> tuple[datetime | None, datetime | None]:
+    """First and last timestamp, to the microsecond (plenty for a span of minutes)."""
+    if not len(ts):
+        return None, None
+    unit = getattr(ts.dtype, "unit", None)
+    if isinstance(ts.dtype, pd.DatetimeTZDtype) and unit is not None:
+        # The UTC values as integers, without a copy: numpy's min and max then skip
+        # the NaT handling (utc_timestamps has ruled NaT out), about 3x faster.
+        raw = ts.to_numpy(dtype=f"datetime64[{unit}]").view("i8")
+        first = pd.Timestamp(raw.min(), unit=unit, tz="UTC")
+        last = pd.Timestamp(raw.max(), unit=unit, tz="UTC")
+    else:
+        first, last = ts.min().tz_convert("UTC"), ts.max().tz_convert("UTC")
+    return first.floor("us").to_pydatetime(), last.floor("us").to_pydatetime()

@@ -59,12 +59,16 @@ class Moments:
         return Moments(n, mean, var)
 
     @classmethod
-    def from_values(cls, x: np.ndarray) -> Moments:
+    def from_values(cls, x: np.ndarray, *, overwrite_input: bool = False) -> Moments:
+        """Moments of a 1-D float sample; ``overwrite_input`` lets it centre ``x`` in place."""
         if x.size == 0:
             return cls(0.0, float("nan"), float("nan"))
         mean = float(x.mean())
-        centred = x - mean  # two passes: no cancellation when the mean dwarfs the spread
-        return cls(float(x.size), mean, float(centred @ centred) / x.size)
+        # Two passes: no cancellation when the mean dwarfs the spread. Squares summed
+        # by numpy (pairwise) rather than a BLAS dot, whose threads spin on every core.
+        centred = np.subtract(x, mean, out=x if overwrite_input else None)
+        squares = np.square(centred, out=centred)  # a scratch array either way
+        return cls(float(x.size), mean, float(squares.sum()) / x.size)
 
 
 @dataclass(frozen=True, slots=True)
