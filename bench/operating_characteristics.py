@@ -29,6 +29,7 @@ __all__ = [
     "CANARY_STATS",
     "ORACLE_MARGIN",
     "ORACLE_MARGIN_BUDGET",
+    "ORACLE_MARGIN_FAMILY",
     "ORACLE_STABLE",
     "Record",
     "Summary",
@@ -41,6 +42,10 @@ ORACLE_STABLE = "oracle SPRT vs stable"
 ORACLE_MARGIN = "oracle SPRT vs margin"
 # Held to canary_stats' error budget for one guardrail in one stage (α / 12 here).
 ORACLE_MARGIN_BUDGET = f"oracle SPRT vs margin at α={seed_policy().alpha_per_test():.4g}"
+# Held to the most that family-wise α leaves one of the four guardrails under an even
+# split, with no split over stages (α / 4): what even evidence kept across stages costs.
+FAMILY_ALPHA = seed_policy().alpha / len(seed_policy().guardrails)
+ORACLE_MARGIN_FAMILY = f"oracle SPRT vs margin at α={FAMILY_ALPHA:.4g}"
 REFERENCES: tuple[Literal["stable", "margin"], ...] = ("stable", "margin")
 
 
@@ -77,7 +82,9 @@ def _monitors(scenario: Scenario, workload: Workload) -> list[Monitor]:
             scenario, workload, reference="margin", alpha=seed_policy().alpha_per_test()
         )
         oracle.name = ORACLE_MARGIN_BUDGET
-        monitors.append(oracle)
+        family = OracleSPRT(scenario, workload, reference="margin", alpha=FAMILY_ALPHA)
+        family.name = ORACLE_MARGIN_FAMILY
+        monitors += [oracle, family]
         return monitors
     # Under the null the oracle has no regression to know about: run the SPRT of every
     # alternative, each at its full alpha, to show that none rejects more than alpha.
