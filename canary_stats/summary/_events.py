@@ -73,18 +73,19 @@ def summarize_events(events: pd.DataFrame) -> Summary:
     unique_request_ids(events)
     ts = utc_timestamps(events["ts"], "ts")
 
-    # Per cohort, np.compress copies the values it needs (several times faster than
-    # x[mask]); moments come from those copies, which are scratch and can be centred
-    # in place (two-pass variance, no cancellation, no third copy).
+    # Per cohort, the row indices are found once and each column copies its values
+    # with take (np.compress and take are several times faster than x[mask]). Moments
+    # come from those copies, which are scratch and can be centred in place
+    # (two-pass variance, no cancellation, no third copy).
     def cohort(name: str) -> CohortSummary:
         mask = codes == COHORTS.index(name)
-        n = float(np.count_nonzero(mask))
-        tok = np.compress(mask, tokens)
+        rows = np.flatnonzero(mask)
+        tok = tokens.take(rows)
         ev = np.compress(mask & scored, score)
         return CohortSummary(
-            tasks=n,
+            tasks=float(rows.size),
             successes=float(np.count_nonzero(succ & mask)),
-            latency=np.compress(mask, latency),
+            latency=latency.take(rows),
             tokens=Moments.from_values(tok, overwrite_input=True),
             eval_score=Moments.from_values(ev, overwrite_input=True),
         )
