@@ -79,7 +79,7 @@ def analyze(
                 "events",
                 f"expected a DataFrame, a file path or a Summary; got {type(events).__name__}",
             )
-        summary = summarize(events)
+        summary = summarize(events, metrics=policy.metrics_per_cohort())
     span = parse_duration(elapsed, "elapsed") if elapsed is not None else summary.span
     if span < timedelta(0):
         raise EventsError("elapsed", "must not be negative")

@@ -191,6 +191,17 @@ class Policy(_Model):
             return explicit
         return "prove" if stage == self.analysed_stages[-1] else "guard"
 
+    def metrics_per_cohort(self) -> dict[str, frozenset[str]]:
+        """The metrics whose values the judge reads, per cohort.
+
+        The canary's for every guardrail; the stable cohort's only where a
+        guardrail compares the canary with it (a difference or a ratio).
+        """
+        return {
+            "canary": frozenset(g.metric for g in self.guardrails),
+            "stable": frozenset(g.metric for g in self.guardrails if g.contrast != "absolute"),
+        }
+
     def alpha_per_test(self) -> float:
         """Fail level of one guardrail in one stage (Bonferroni over both)."""
         return self.alpha / (len(self.guardrails) * len(self.analysed_stages))

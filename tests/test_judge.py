@@ -139,3 +139,27 @@ def test_shared_drift_is_not_a_regression(relative_policy: cs.Policy) -> None:
     out = [simulate_rollout(relative_policy, heavy, None, rng=s).outcome for s in range(8)]
     assert "rolled_back" not in out
     assert np.mean([o == "promoted" for o in out]) >= 0.75
+
+
+@pytest.mark.parametrize("name", ["seed", "relative"])
+def test_analyze_summarizes_only_what_the_policy_reads(
+    name: str, seed_policy: cs.Policy, relative_policy: cs.Policy
+) -> None:
+    policy = seed_policy if name == "seed" else relative_policy
+    df = events(share=0.5, minutes=60, regression=Regression(eval_drop=0.05), seed=8)
+    elapsed = timedelta(minutes=60)
+    full = cs.judge(cs.summarize(df), policy, stage=2, elapsed=elapsed)
+    assert cs.analyze(df, policy, stage=2, elapsed=elapsed).to_dict() == full.to_dict()
+    lean = cs.summarize(df, metrics=policy.metrics_per_cohort())
+    kept = lean.stable.latency.size > 0, lean.stable.eval_score.n > 0
+    assert kept == ((False, False) if name == "seed" else (True, True))
+    assert lean.canary.latency.size == cs.summarize(df).canary.latency.size
+
+
+def test_a_summary_made_for_absolute_limits_holds_under_relative_ones(
+    seed_policy: cs.Policy, relative_policy: cs.Policy
+) -> None:
+    # The stable cohort's values were left out: a relative policy sees missing data.
+    lean = cs.summarize(events(share=0.5, minutes=60), metrics=seed_policy.metrics_per_cohort())
+    verdict = cs.judge(lean, relative_policy, stage=2, elapsed=timedelta(hours=7))
+    assert verdict.decision == "hold"

@@ -8,6 +8,8 @@ work on either and keeps its cost independent of how the data arrived.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
+
 import pandas as pd
 
 from ._aggregates import summarize_aggregates, summary_from_totals
@@ -28,9 +30,15 @@ __all__ = [
 ]
 
 
-def summarize(data: pd.DataFrame) -> Summary:
-    """Dispatch on the columns: raw events or per-window aggregates."""
+def summarize(
+    data: pd.DataFrame, *, metrics: Mapping[str, Collection[str]] | None = None
+) -> Summary:
+    """Dispatch on the columns: raw events or per-window aggregates.
+
+    ``metrics`` limits the values kept from raw events (see `summarize_events`);
+    aggregates are already small and are kept whole.
+    """
     cols = set(data.columns)
     if {"metric", "field", "value"} <= cols:
         return summarize_aggregates(data)
-    return summarize_events(data)
+    return summarize_events(data, metrics=metrics)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from datetime import datetime
 
 import numpy as np
@@ -17,7 +18,15 @@ from ._checks import (
     unique_request_ids,
     utc_timestamps,
 )
-from ._types import COHORT_SET, COHORTS, EVENT_COLUMNS, CohortSummary, Moments, Summary
+from ._types import (
+    COHORT_SET,
+    COHORTS,
+    EVENT_COLUMNS,
+    VALUE_METRICS,
+    CohortSummary,
+    Moments,
+    Summary,
+)
 
 __all__ = ["summarize_events", "validate_events"]
 
@@ -52,12 +61,20 @@ def validate_events(events: pd.DataFrame) -> pa.Table:
     return pa.table(columns)
 
 
-def summarize_events(events: pd.DataFrame) -> Summary:
+def summarize_events(
+    events: pd.DataFrame, *, metrics: Mapping[str, Collection[str]] | None = None
+) -> Summary:
     """Reduce raw events (one row per finished task) to per-cohort statistics.
 
     Row order does not matter: every statistic used is order-free, so events
     arriving out of order from several producers are fine. Duplicated
     ``request_id`` values are rejected (idempotent ingestion would drop them).
+
+    ``metrics`` names, per cohort, the metrics whose values to keep (default:
+    all; see `Policy.metrics_per_cohort`). Task and success counts are always
+    kept and every column is always validated. A metric left out is empty, which
+    the judge reads as missing data: a summary made for one policy can make
+    another hold, never promote.
     """
     require_columns(events, EVENT_COLUMNS[:5], "raw events")
     codes = cohort_codes(events["cohort"])
@@ -78,14 +95,15 @@ def summarize_events(events: pd.DataFrame) -> Summary:
     # come from those copies, which are scratch and can be centred in place
     # (two-pass variance, no cancellation, no third copy).
     def cohort(name: str) -> CohortSummary:
+        keep = VALUE_METRICS if metrics is None else frozenset(metrics.get(name, ()))
         mask = codes == COHORTS.index(name)
         rows = np.flatnonzero(mask)
-        tok = tokens.take(rows)
-        ev = np.compress(mask & scored, score)
+        tok = tokens.take(rows) if "tokens_per_task" in keep else np.empty(0)
+        ev = np.compress(mask & scored, score) if "eval_score" in keep else np.empty(0)
         return CohortSummary(
             tasks=float(rows.size),
             successes=float(np.count_nonzero(succ & mask)),
-            latency=latency.take(rows),
+            latency=latency.take(rows) if "latency_ms" in keep else np.empty(0),
             tokens=Moments.from_values(tok, overwrite_input=True),
             eval_score=Moments.from_values(ev, overwrite_input=True),
         )

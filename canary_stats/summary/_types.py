@@ -16,6 +16,7 @@ __all__ = [
     "COHORTS",
     "COHORT_SET",
     "EVENT_COLUMNS",
+    "VALUE_METRICS",
     "CohortSummary",
     "Moments",
     "Summary",
@@ -25,6 +26,8 @@ EVENT_COLUMNS = ("ts", "cohort", "success", "latency_ms", "tokens", "eval_score"
 AGGREGATE_COLUMNS = ("window_start", "window_end", "cohort", "metric", "field", "le", "value")
 COHORTS = ("stable", "canary", "shadow")
 COHORT_SET = pa.array(COHORTS)
+#: The metrics a summary carries values of (beyond task and success counts).
+VALUE_METRICS = frozenset({"latency_ms", "tokens_per_task", "eval_score"})
 
 
 @dataclass(frozen=True, slots=True)
