@@ -433,9 +433,7 @@ def _perf_section(res: perf.PerformanceResult) -> list[str]:
         "(1 = linear).",
         "",
         f"Where the time goes at {res.profile_n:,} + {res.profile_n:,} string-cohort events "
-        "(cProfile, top functions by own time). cProfile sees only the calling thread: time "
-        "that `summarize` spends in its worker threads shows up as the caller waiting on a "
-        "lock.",
+        "(cProfile, top functions by own time).",
         "",
         *_table(
             ["function", "calls", "own time", "share"],
