@@ -34,7 +34,15 @@ from .stats import SequentialTestResult
 from .store import Store, StoreView
 from .summary import Summary, summarize, summarize_aggregates
 
-__all__ = ["analyze", "decide", "effective_status", "judge", "load_events"]
+__all__ = [
+    "analyze",
+    "decide",
+    "decide_verdicts",
+    "effective_status",
+    "judge",
+    "load_events",
+    "minutes_left",
+]
 
 
 def analyze(
@@ -121,15 +129,11 @@ def judge(summary: Summary, policy: Policy, *, stage: int, elapsed: timedelta) -
 
     hold_reason = _data_problem(summary, srm)
     duration = stage_obj.duration
-    left = max(0.0, duration.total_seconds() / 60.0 - minutes) if duration else 0.0
-    decision = decide(
-        [v.status for v in verdicts.values()],
-        [v.enough_data for v in verdicts.values()],
-        data_problem=hold_reason is not None,
-        mode=mode,
-        duration_reached=left <= 0,
+    left = minutes_left(duration, minutes)
+    decision = decide_verdicts(
+        verdicts.values(), data_problem=hold_reason is not None, mode=mode, left=left,
         untrusted=bool(summary.issues),
-    )
+    )  # fmt: skip
     if decision == "rollback":
         failed = [v for v in verdicts.values() if v.status == "fail"]
         return Verdict(
@@ -312,6 +316,27 @@ def decide(
     if mode == "guard" or all(s == "pass" for s in statuses):
         return "promote"
     return "hold"
+
+
+def minutes_left(duration: timedelta | None, minutes: float) -> float:
+    """Minutes until a stage of ``duration`` is over (0 without a duration)."""
+    return max(0.0, duration.total_seconds() / 60.0 - minutes) if duration else 0.0
+
+
+def decide_verdicts(
+    verdicts: Iterable[GuardrailVerdict],
+    *,
+    data_problem: bool,
+    mode: str,
+    left: float,
+    untrusted: bool,
+) -> str:
+    """`decide` on guardrail verdicts with ``left`` minutes of the stage to go."""
+    verdicts = list(verdicts)
+    return decide(
+        [v.status for v in verdicts], [v.enough_data for v in verdicts],
+        data_problem=data_problem, mode=mode, duration_reached=left <= 0, untrusted=untrusted,
+    )  # fmt: skip
 
 
 def _guardrail_verdict(g: Guardrail, r: SequentialTestResult, policy: Policy) -> GuardrailVerdict:

@@ -41,7 +41,15 @@ from ._eta import eta_minutes, tuning
 from ._shadow_pairs import Pairs, pair_tasks, shadow_frame
 from ._verdict import GuardrailVerdict, Verdict
 from .errors import EventsError
-from .judge import _bounded_var, _evaluate, _guardrail_verdict, _nz, _waiting_reason, decide
+from .judge import (
+    _bounded_var,
+    _evaluate,
+    _guardrail_verdict,
+    _nz,
+    _waiting_reason,
+    decide_verdicts,
+    minutes_left,
+)
 from .policy import Guardrail, Policy, parse_duration
 from .stats import SequentialTestResult
 from .summary import Moments, Summary
@@ -225,15 +233,11 @@ def _judge_pairs(p: Pairs, policy: Policy, *, stage: int, elapsed: timedelta) ->
     )  # fmt: skip
     hold_reason = _data_problem(p, srm)
     duration = stage_obj.duration
-    left = max(0.0, duration.total_seconds() / 60.0 - minutes) if duration else 0.0
-    decision = decide(
-        [v.status for v in verdicts.values()],
-        [v.enough_data for v in verdicts.values()],
-        data_problem=hold_reason is not None,
-        mode=mode,
-        duration_reached=left <= 0,
+    left = minutes_left(duration, minutes)
+    decision = decide_verdicts(
+        verdicts.values(), data_problem=hold_reason is not None, mode=mode, left=left,
         untrusted=bool(p.issues),
-    )
+    )  # fmt: skip
     pairing = p.describe()
     if decision == "rollback":
         failed = "; ".join(_evidence(v) for v in verdicts.values() if v.status == "fail")
