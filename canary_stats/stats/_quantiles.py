@@ -136,26 +136,34 @@ def _rank_thresholds(
 def _threshold(
     n: FloatArray, q: float, alpha: float, n_tune: float, alternative: str
 ) -> FloatArray:
+    """Rank threshold of the ``alternative`` test, searched over whole ranks.
+
+    ``n`` may be fractional (``increase()`` over real scrapes extrapolates), so the
+    search runs over the integers ``0 .. floor(n)``: its bounds are whole numbers,
+    every step halves the interval, and the loop ends for any finite ``n``.
+    """
     k = mixture_precision(n_tune, alpha)
     target = math.log(1.0 / alpha)
+    top = np.floor(n)
 
     def rejects(s: FloatArray) -> Any:
         log_e = beta_binomial_log_evalue(s, n, q, alternative=alternative, concentration=k)
         return log_e >= target
 
-    if alternative == "less":  # largest s in [0, n] that rejects (monotone: small s reject)
-        lo, hi = np.full(n.shape, -1.0), n.copy()
+    if alternative == "less":  # largest s in [0, floor(n)] that rejects (small s reject)
+        lo, hi = np.full(n.shape, -1.0), top.copy()
         while np.any(hi - lo > 1):
             mid = np.floor(0.5 * (lo + hi))
             ok = rejects(np.maximum(mid, 0.0)) & (mid >= 0)
             lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
         return np.where(rejects(hi), hi, lo)
-    lo, hi = np.zeros(n.shape), n + 1.0  # smallest s in [0, n] that rejects
+    lo, hi = np.zeros(n.shape), top + 1.0  # smallest s in [0, floor(n)] that rejects
     while np.any(hi - lo > 1):
         mid = np.floor(0.5 * (lo + hi))
         ok = rejects(mid)
         lo, hi = np.where(ok, lo, mid), np.where(ok, mid, hi)
-    return np.where(rejects(lo) & (lo <= n), lo, hi)
+    # ``floor(n) + 1`` means no bound yet; callers compare it with ``n``.
+    return np.where(rejects(lo), lo, np.where(hi <= top, hi, n + 1.0))
 
 
 def _bounds_from_samples(
