@@ -17,9 +17,15 @@
 Every interface maps these classes in one place: the CLI to exit codes (2 for
 ``InputError``, 3 for ``SourceError``, 1 otherwise, ``BackendError`` included), the
 service to HTTP statuses.
+
+Every class survives ``pickle`` (multiprocessing pools, parallel notebooks) with its
+message and attributes: an error is rebuilt from its ``args`` and attributes, not by
+calling its ``__init__`` again, so a subclass with its own constructor needs nothing more.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "BackendError",
@@ -36,8 +42,17 @@ __all__ = [
 ]
 
 
+def _rebuild(cls: type[CanaryStatsError], args: tuple[Any, ...]) -> CanaryStatsError:
+    """``cls`` with ``args`` and no ``__init__`` call; pickle then restores the attributes."""
+    return cls.__new__(cls, *args)
+
+
 class CanaryStatsError(Exception):
     """Base class of every error raised by canary_stats."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's own reduce calls cls(*args): a TypeError for ManifestError(field, message).
+        return _rebuild, (type(self), self.args), self.__dict__
 
 
 class InputError(CanaryStatsError, ValueError):
