@@ -44,7 +44,7 @@ def test_validate_names_the_yaml_path_and_line(release: Path) -> None:
     code, out = _run("validate", str(release), "--format", "json")
     doc = json.loads(out)
     assert code == 2 and doc["ok"] is False
-    assert doc["error"]["field"] == "spec.model.primary" and doc["error"]["line"] == 7
+    assert doc["error"]["field"] == "spec.model.primary" and doc["error"]["line"] == 24
     code, out = _run("validate", str(release))
     assert code == 2 and "spec.model.primary" in out
 
@@ -84,7 +84,7 @@ def test_check_migration(release: Path) -> None:
     assert code == 2 and doc["ok"] is False
     assert all(not s["allowed"] for s in doc["statements"])
     text = release.read_text()
-    bumped = text.replace("version: 7, migration_from: 6", "version: 8, migration_from: 7")
+    bumped = text.replace("version: 7\n    migration_from: 6", "version: 8\n    migration_from: 7")
     release.write_text(bumped)
     code, out = _run("check-migration", str(good), "--manifest", str(release))
     assert code == 2 and "problem" in out

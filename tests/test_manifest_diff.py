@@ -127,10 +127,10 @@ def test_tool_schema_change_without_bump_is_flagged(tmp_path: Path) -> None:
 
 
 def test_tools_added_and_removed(tmp_path: Path) -> None:
-    tool = "{name: web_search, version: 1.4.0, schema: schemas/web_search.json}"
-    fetch = "{name: fetch_page, version: 0.3.0, schema: schemas/web_search.json}"
+    tool = "    - name: web_search\n      version: 1.4.0\n      schema: schemas/web_search.json\n"
+    fetch = "    - name: fetch_page\n      version: 0.3.0\n      schema: schemas/web_search.json\n"
     old = release(tmp_path / "old")
-    edit = {f"tools: [{tool}]": f"tools: [{fetch}]", "{web_search: ": "{fetch_page: "}
+    edit = {tool: fetch, 'web_search: "20/60s"': 'fetch_page: "20/60s"'}
     new = release(tmp_path / "new", edit)
     result = diff_manifests(load(old), load(new))
     assert by_path(result) == {
@@ -167,8 +167,22 @@ def test_fallback_change_is_medium(tmp_path: Path) -> None:
     assert (result.risk, result.plan.code) == ("medium", "standard_canary")
 
 
+def test_other_model_roles_and_runtime_keys_are_diffed(tmp_path: Path) -> None:
+    was, now = "meta-llama-3-70b-instruct:2026-02-01", "meta-llama-3-70b-instruct:2026-03-01"
+    old, new = diff(tmp_path, {was: now, "routing: priority_failover": "routing: round_robin"})
+    result = diff_manifests(load(old), load(new))
+    assert by_path(result) == {
+        "local": (was, now, "changed"),
+        "provider_routing": ("priority_failover", "round_robin", "changed"),
+    }
+    assert result.reasons == (
+        f"medium: the local model changes ({was} -> {now})",
+        "low: runtime config knobs change",
+    )
+
+
 def test_memory_schema_bump_is_high_and_migrates_first(tmp_path: Path) -> None:
-    edit = {"schema_version: 7, migration_from: 6": "schema_version: 8, migration_from: 7"}
+    edit = {"schema_version: 7\n    migration_from: 6": "schema_version: 8\n    migration_from: 7"}
     old, new = diff(tmp_path, edit)
     result = diff_manifests(load(old), load(new))
     assert by_path(result) == {
@@ -182,7 +196,7 @@ def test_memory_schema_bump_is_high_and_migrates_first(tmp_path: Path) -> None:
 
 def test_rollout_changes(tmp_path: Path) -> None:
     edit = {
-        "duration: 2h": "duration: 4h",
+        'duration: "2h"': 'duration: "4h"',
         "auto_rollback_on_failure: true": "auto_rollback_on_failure: false",
     }
     old, new = diff(tmp_path, edit)

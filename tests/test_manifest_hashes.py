@@ -29,6 +29,7 @@ SEED_FILES = [
     "prompts/tasks/fact_check.md",
     "prompts/tasks/literature_review.md",
     "prompts/tasks/source_summary.md",
+    "schemas/send_email.json",
     "schemas/web_search.json",
 ]
 TAMPERING = ", but the manifest does not declare it: tampering?"
@@ -66,19 +67,19 @@ def rewrite(root: Path, old: str, new: str) -> Path:
     [
         ("system: prompts/system.md", "system: prompts/system.txt", "spec.prompts.system",
          "'prompts/system.txt' does not exist (paths are relative to the manifest's directory)",
-         5),
+         11),
         ("task_templates: prompts/tasks/", "task_templates: prompts/task/",
          "spec.prompts.task_templates",
-         "'prompts/task/' does not exist (paths are relative to the manifest's directory)", 5),
+         "'prompts/task/' does not exist (paths are relative to the manifest's directory)", 12),
         ("task_templates: prompts/tasks/", "task_templates: prompts/tasks",
          "spec.prompts.task_templates",
-         "'prompts/tasks' is a directory: write 'prompts/tasks/' for all of its files", 5),
+         "'prompts/tasks' is a directory: write 'prompts/tasks/' for all of its files", 12),
         ("few_shot_examples: prompts/examples/", "few_shot_examples: prompts/system.md/",
          "spec.prompts.few_shot_examples",
-         "'prompts/system.md/' is a file, not a directory: drop the '/'", 5),
+         "'prompts/system.md/' is a file, not a directory: drop the '/'", 13),
         ("schema: schemas/web_search.json", "schema: schemas/search.json", "spec.tools.0.schema",
          "'schemas/search.json' does not exist (paths are relative to the manifest's directory)",
-         6),
+         18),
     ],
 )  # fmt: skip
 def test_missing_referenced_files(
@@ -96,7 +97,7 @@ def test_an_empty_directory_is_refused(root: Path) -> None:
     (root / "prompts" / "none").mkdir()
     (root / "prompts" / "none" / ".keep").write_text("")
     path = rewrite(root, "prompts/examples/", "prompts/none/")
-    message = "spec.prompts.few_shot_examples: 'prompts/none/' holds no files (line 5)"
+    message = "spec.prompts.few_shot_examples: 'prompts/none/' holds no files (line 13)"
     with pytest.raises(ManifestError, match=f"^{re.escape(message)}$"):
         load_manifest(path)
 
@@ -198,7 +199,7 @@ def test_a_missing_reference(root: Path) -> None:
     assert verify(m).missing == ("schemas/web_search.json",)
     message = (
         "spec.tools.0.schema: 'schemas/web_search.json' does not exist "
-        "(paths are relative to the manifest's directory) (line 6)"
+        "(paths are relative to the manifest's directory) (line 18)"
     )
     with pytest.raises(ManifestError, match=f"^{re.escape(message)}$") as info:
         content_hashes(m)
@@ -207,7 +208,7 @@ def test_a_missing_reference(root: Path) -> None:
 
 def test_a_new_release_changes_the_manifest(root: Path) -> None:
     rewrite(root, "2026.04.19-a3f2c1", "2026.04.26-b4e5d6")
-    path = rewrite(root, ", few_shot_examples: prompts/examples/", "")
+    path = rewrite(root, "    few_shot_examples: prompts/examples/\n", "")
     (root / "prompts" / "system.md").write_text("You are a careful research assistant.\n")
     report = verify(manifest_in(root))
     assert (report.manifest_changed, report.changed) == (True, ("prompts/system.md",))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,7 +20,10 @@ from .conftest import SEED_MANIFEST
 SEED = SEED_MANIFEST.read_text(encoding="utf-8")
 HERE = Path("agent.manifest.yaml")
 
-# The seed in block style: one key per line, so nested errors have distinct lines.
+# A shorter release (one tool, two models) in flow style, one component per line.
+COMPACT = (Path(__file__).parent / "data" / "compact.manifest.yaml").read_text(encoding="utf-8")
+
+# COMPACT in block style: one key per line, so nested errors have distinct lines.
 BLOCK = """\
 apiVersion: agents/v1
 kind: AgentRelease
@@ -62,7 +66,7 @@ spec:
 """
 
 
-def edited(old: str, new: str, text: str = SEED) -> str:
+def edited(old: str, new: str, text: str = COMPACT) -> str:
     assert old in text, old
     return text.replace(old, new, 1)
 
@@ -83,39 +87,64 @@ def test_seed_manifest_loads_as_written() -> None:
     r = m.release
     assert (r.api_version, r.kind) == ("agents/v1", "AgentRelease")
     assert (r.metadata.name, r.metadata.version) == ("research-agent", "2026.04.19-a3f2c1")
-    assert (r.spec.model.primary, r.spec.model.fallback) == (
-        "claude-sonnet-4-6",
-        "gpt-4-turbo-2024-04-09",
-    )
-    (tool,) = r.spec.tools
-    assert (tool.name, tool.version, tool.schema_path) == (
-        "web_search",
-        "1.4.0",
-        "schemas/web_search.json",
-    )
+    assert r.metadata.image == "ghcr.io/acme/research-agent:2026.04.19-a3f2c1"
+    assert r.spec.model.roles() == {
+        "primary": "claude-sonnet-4-6",
+        "fallback": "gpt-4-turbo-2024-04-09",
+        "local": "meta-llama-3-70b-instruct:2026-02-01",
+    }
+    assert [(t.name, t.version, t.schema_path) for t in r.spec.tools] == [
+        ("web_search", "1.4.0", "schemas/web_search.json"),
+        ("send_email", "2.1.0", "schemas/send_email.json"),
+    ]
     assert (r.spec.memory.schema_version, r.spec.memory.migration_from) == (7, 6)
-    assert r.spec.config.max_tokens_per_task == 100_000
-    limit = r.spec.config.rate_limits["web_search"]
-    assert limit == RateLimit(count=20, window=timedelta(seconds=60))
-    assert str(limit) == "20/60s"
+    config = r.spec.config
+    assert config.max_tokens_per_task == 100_000
+    assert config.rate_limits == {
+        "web_search": RateLimit(count=20, window=timedelta(seconds=60)),
+        "send_email": RateLimit(count=5, window=timedelta(seconds=300)),
+    }
+    assert str(config.rate_limits["web_search"]) == "20/60s"
+    assert config.model_extra == {"provider_routing": "priority_failover"}
     assert [(ref.loc, ref.path, ref.is_dir) for ref in r.references()] == [
         (("spec", "prompts", "system"), "prompts/system.md", False),
         (("spec", "prompts", "task_templates"), "prompts/tasks/", True),
         (("spec", "prompts", "few_shot_examples"), "prompts/examples/", True),
         (("spec", "tools", 0, "schema"), "schemas/web_search.json", False),
+        (("spec", "tools", 1, "schema"), "schemas/send_email.json", False),
     ]
     digest = hashlib.sha256(SEED_MANIFEST.read_bytes()).hexdigest()
     assert (m.sha256, m.text, m.path) == (f"sha256:{digest}", SEED, SEED_MANIFEST)
     assert r.policy() == cs.Policy.from_manifest(SEED_MANIFEST)
 
 
+#: The user's manifest as they printed it; CI has the shared folder beside the clone.
+SHARED_SEED = SEED_MANIFEST.parents[2] / "shared" / "reference" / "seed-manifest.yaml"
+
+
+@pytest.mark.skipif(not SHARED_SEED.is_file(), reason="no shared reference beside the clone")
+def test_the_example_is_the_users_seed_byte_for_byte() -> None:
+    assert SEED_MANIFEST.read_bytes() == SHARED_SEED.read_bytes()
+
+
+def test_the_seed_loads_from_its_own_folder(tmp_path: Path) -> None:
+    # The seed's bytes (comments included) with only the files it references.
+    for name in ("prompts", "schemas"):
+        shutil.copytree(SEED_MANIFEST.parent / name, tmp_path / name)
+    copy = tmp_path / "agent.manifest.yaml"
+    copy.write_bytes(SEED_MANIFEST.read_bytes())
+    m = load_manifest(copy)
+    assert m.release == load_manifest(SEED_MANIFEST).release
+    assert "# Agent manifest" in m.text and "# date + short git sha" in m.text
+
+
 def test_block_style_is_the_same_release() -> None:
-    assert parse_manifest(BLOCK, path=HERE).release == load_manifest(SEED_MANIFEST).release
+    assert parse_manifest(BLOCK, path=HERE).release == parse_manifest(COMPACT, path=HERE).release
 
 
 def test_parse_manifest_does_not_touch_files(tmp_path: Path) -> None:
-    m = parse_manifest(SEED, path=tmp_path / "gone" / "a.yaml")
-    assert m.sha256 == f"sha256:{hashlib.sha256(SEED.encode()).hexdigest()}"
+    m = parse_manifest(COMPACT, path=tmp_path / "gone" / "a.yaml")
+    assert m.sha256 == f"sha256:{hashlib.sha256(COMPACT.encode()).hexdigest()}"
     assert m.directory == tmp_path / "gone"
 
 
@@ -148,7 +177,7 @@ MODEL_LINE = "  model: {primary: claude-sonnet-4-6, fallback: gpt-4-turbo-2024-0
             8,
         ),
         (
-            SEED + "---\nkind: AgentRelease\n",
+            COMPACT + "---\nkind: AgentRelease\n",
             "agent.manifest.yaml",
             "not valid YAML: expected a single document in the stream, but found another document",
             19,
@@ -235,10 +264,11 @@ def test_wrong_types_name_path_and_line(
         ("      schema: schemas/web_search.json\n",
          "      schema: schemas/web_search.json\n      timeout: 30s\n", "spec.tools.0.timeout",
          "unknown key 'timeout'; expected one of: name, version, schema", 15),
-        ("    max_tokens_per_task: 100000\n",
-         "    max_tokens_per_task: 100000\n    max_tokens: 5\n", "spec.config.max_tokens",
-         "unknown key 'max_tokens'; expected one of: max_tokens_per_task, rate_limits, "
-         "max_steps_per_task, task_timeout, tool_timeout, max_retries, temperature, flags", 25),
+        ("  version: 2026.04.19-a3f2c1\n",
+         "  version: 2026.04.19-a3f2c1\n  imgae: ghcr.io/acme/a:1\n", "metadata.imgae",
+         "unknown key 'imgae'; expected one of: name, version, image", 6),
+        ("  memory:\n", "  memory:\n    schema: 7\n", "spec.memory.schema",
+         "unknown key 'schema'; expected one of: schema_version, migration_from", 19),
         ("        duration: 30m\n", "        duraton: 30m\n", "spec.rollout.stages.0.duraton",
          "unknown key 'duraton'; expected one of: traffic, duration, mode", 29),
         ("    strategy: canary\n", "    strategy: canary\n    speed: fast\n",
@@ -246,7 +276,7 @@ def test_wrong_types_name_path_and_line(
          "alpha_promote, min_samples, tuning_samples, srm_alpha, strategy, "
          "auto_rollback_on_failure", 27),
     ],
-    ids=["top", "spec", "prompts", "tool", "config", "stage", "rollout"],
+    ids=["top", "spec", "prompts", "tool", "metadata", "memory", "stage", "rollout"],
 )  # fmt: skip
 def test_unknown_keys_are_refused(old: str, new: str, field: str, message: str, line: int) -> None:
     expect(edited(old, new, BLOCK), field, message, line)
@@ -362,6 +392,88 @@ def test_tool_names_are_unique() -> None:
     expect(text, "spec.tools.1.name", "tool 'web_search' is declared twice", 6)
 
 
+LOCAL = "local: meta-llama-3-70b-instruct:2026-02-01"
+
+
+@pytest.mark.parametrize(
+    ("role", "model", "reason"),
+    [
+        ("local", "llama-3-latest", "'llama-3-latest' is a moving alias ('latest' follows the "
+         "newest model): pin a dated snapshot such as gpt-4-turbo-2024-04-09"),
+        ("local", "meta-llama-3-70b-instruct", f"'meta-llama-3-70b-instruct' {FAMILY}"),
+        ("router", "gpt-4o", f"'gpt-4o' {FAMILY}"),
+        ("judge", "latest", "'latest' is a moving alias ('latest' follows the newest model): "
+         "pin a dated snapshot such as gpt-4-turbo-2024-04-09"),
+    ],
+)  # fmt: skip
+def test_every_model_role_is_pin_checked(role: str, model: str, reason: str) -> None:
+    expect(edited(LOCAL, f"{role}: {model}", SEED), f"spec.model.{role}", reason, 26)
+
+
+def test_model_roles_beyond_primary_and_fallback() -> None:
+    text = edited(LOCAL, f"{LOCAL}\n    judge: claude-opus-4-20250514", SEED)
+    pins = parse_manifest(text, path=HERE).release.spec.model
+    assert list(pins.roles()) == ["primary", "fallback", "local", "judge"]
+    assert pins.model_extra == {
+        "local": "meta-llama-3-70b-instruct:2026-02-01",
+        "judge": "claude-opus-4-20250514",
+    }
+    expect(
+        edited(LOCAL, "Local Model: claude-opus-4-20250514", SEED),
+        "spec.model.Local Model",
+        "expected a role name such as local or fallback; got 'Local Model'",
+        26,
+    )
+    expect(
+        edited(LOCAL, "local: 2026", SEED),
+        "spec.model.local",
+        "Input should be a valid string; got 2026",
+        26,
+    )
+
+
+# -- metadata.image ------------------------------------------------------------------------
+
+IMAGE = "image: ghcr.io/acme/research-agent:2026.04.19-a3f2c1"
+EXAMPLE_IMAGE = "such as ghcr.io/acme/research-agent:2026.04.19-a3f2c1"
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "ghcr.io/acme/research-agent:2026.04.19-a3f2c1",
+        "registry.local:5000/agents/research-agent:v42",
+        "research-agent:2026.04.19",
+        "ghcr.io/acme/research-agent@sha256:" + "a" * 64,
+        "ghcr.io/acme/research-agent:2026.04.19-a3f2c1@sha256:" + "0f" * 32,
+    ],
+)
+def test_pinned_images_are_accepted(image: str) -> None:
+    text = edited(IMAGE, f"image: {image}", SEED)
+    assert parse_manifest(text, path=HERE).release.metadata.image == image
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        ("ghcr.io/acme/research-agent:latest", "'ghcr.io/acme/research-agent:latest' is a "
+         f"moving tag: pin the release's own tag, {EXAMPLE_IMAGE}"),
+        ("ghcr.io/acme/research-agent", "'ghcr.io/acme/research-agent' has no tag (that means "
+         f"'latest'): pin one, {EXAMPLE_IMAGE}"),
+        ("Acme/Agent:1", f"expected an image reference {EXAMPLE_IMAGE}; got 'Acme/Agent:1'"),
+        ("'ghcr.io/acme/agent:'", f"expected an image reference {EXAMPLE_IMAGE}; "
+         "got 'ghcr.io/acme/agent:'"),
+        ("ghcr.io/acme/agent@sha256:xyz", f"expected an image reference {EXAMPLE_IMAGE}; "
+         "got 'ghcr.io/acme/agent@sha256:xyz'"),
+        ("'ghcr.io/acme/agent:1 2'", f"expected an image reference {EXAMPLE_IMAGE}; "
+         "got 'ghcr.io/acme/agent:1 2'"),
+        ("42", "Input should be a valid string; got 42"),
+    ],
+)  # fmt: skip
+def test_moving_or_malformed_images_are_refused(image: str, message: str) -> None:
+    expect(edited(IMAGE, f"image: {image}", SEED), "metadata.image", message, 7)
+
+
 # -- config ---------------------------------------------------------------------------------
 
 CONFIG = '  config: {rate_limits: {web_search: "20/60s"}, max_tokens_per_task: 100000}'
@@ -389,6 +501,25 @@ def test_every_config_knob() -> None:
     )
     assert (c.max_retries, c.temperature) == (2, 0.2)
     assert c.flags == {"deep_research": True, "search_region": "eu", "max_pages": 3}
+
+
+def test_config_keeps_the_runtimes_own_keys() -> None:
+    text = config(
+        'rate_limits: {web_search: "20/60s"}, max_tokens_per_task: 100000, '
+        "provider_routing: priority_failover, cache: {ttl: 10m, size: 512}"
+    )
+    c = parse_manifest(text, path=HERE).release.spec.config
+    assert c.model_extra == {
+        "provider_routing": "priority_failover",
+        "cache": {"ttl": "10m", "size": 512},
+    }
+    assert c.max_tokens_per_task == 100_000  # the keys canary_stats knows are still checked
+    expect(
+        config("max_tokens_per_task: -5, provider_routing: priority_failover"),
+        "spec.config.max_tokens_per_task",
+        "Input should be greater than 0; got -5",
+        9,
+    )
 
 
 @pytest.mark.parametrize(
@@ -498,7 +629,7 @@ def test_guardrail_errors_are_placed(
 
 
 def test_explicit_guardrails_are_placed_at_their_item() -> None:
-    short = "\n".join(line for line in SEED.splitlines() if line.startswith("      "))
+    short = "\n".join(line for line in COMPACT.splitlines() if line.startswith("      "))
     text = edited(
         short,
         "      - {metric: task_success_rate, max_drop: 0.02}\n"

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED_MANIFEST = ROOT / "examples" / "research-agent.manifest.yaml"
 SEED_MIGRATION = ROOT / "examples" / "migrations" / "memory_v6_to_v7.sql"
 DESTRUCTIVE = ROOT / "examples" / "migrations" / "memory_v6_to_v7_destructive.sql"
+SEED_MEMORY = "  memory:\n    schema_version: 7\n    migration_from: 6 # backward-compatible\n"
 
 
 @pytest.mark.parametrize(
@@ -204,8 +205,8 @@ def _seed_copy(tmp_path: Path, memory: str | None = None) -> Path:
         shutil.copytree(SEED_MANIFEST.parent / part, tmp_path / part)
     text = SEED_MANIFEST.read_text()
     if memory is not None:
-        assert "memory: {schema_version: 7, migration_from: 6}" in text
-        text = text.replace("memory: {schema_version: 7, migration_from: 6}", memory)
+        assert SEED_MEMORY in text
+        text = text.replace(SEED_MEMORY, f"  {memory}\n")
     path = tmp_path / "agent.manifest.yaml"
     path.write_text(text)
     return path

@@ -16,7 +16,7 @@ import typer
 
 from ..errors import CanaryStatsError, InputError, ManifestError
 from ..store import DEFAULT_PATH, Store
-from ._app import EXIT_BAD_INPUT, app, fail
+from ._app import EXIT_BAD_INPUT, app, existing_store, fail
 
 __all__ = ["manifest_app"]
 
@@ -74,12 +74,16 @@ def validate(manifest: ManifestArg, format: FormatOption = Format.text) -> None:
         {"name": r.metadata.name, "version": r.metadata.version, "sha256": m.sha256},
         [
             f"{manifest}: valid — {r.metadata.name} {r.metadata.version}",
-            f"  model {r.spec.model.primary}"
-            + (f" (fallback {r.spec.model.fallback})" if r.spec.model.fallback else ""),
+            f"  model {r.spec.model.primary}" + _other_roles(r.spec.model.roles()),
             f"  tools {', '.join(f'{t.name} {t.version}' for t in r.spec.tools) or 'none'}",
             f"  memory schema {r.spec.memory.schema_version}; rollout {stages}",
         ],
     )
+
+
+def _other_roles(roles: dict[str, str]) -> str:
+    others = [f"{role} {model}" for role, model in roles.items() if role != "primary"]
+    return f" ({', '.join(others)})" if others else ""
 
 
 @manifest_app.command("hash")
@@ -162,6 +166,9 @@ def register(
     stable: Annotated[
         bool, typer.Option(help="Also mark it the stable release (promoted to 100 %).")
     ] = False,
+    create: Annotated[
+        bool, typer.Option("--create", help="Create the store when --db does not exist.")
+    ] = False,
     format: FormatOption = Format.text,
 ) -> None:
     """Record a verified release and its hashes in the store's release history."""
@@ -174,7 +181,7 @@ def register(
         if not report.ok:
             raise ManifestError(str(manifest), "; ".join(report.messages()))
         meta = m.release.metadata
-        with Store(db) as store:
+        with Store(db if create else existing_store(db)) as store:
             new = register_manifest(store, m)
             if stable:
                 store.set_release_status(meta.name, meta.version, "stable")
@@ -202,7 +209,7 @@ def previous(
     try:
         m = load_manifest(manifest, check_files=False)
         if db is not None:
-            with Store(db) as store:
+            with Store(existing_store(db)) as store:
                 found = previous_release(m, store=store)
         else:
             found = previous_release(m)

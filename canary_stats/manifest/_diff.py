@@ -11,8 +11,10 @@ Risk of each change, and of the diff (the highest):
   major version moves or a tool is removed; the memory schema version moves; the
   manifests name different agents.
 - **medium**: other prompt edits, added or removed prompt files; a new tool, a minor
-  bump, a schema file that changed; the fallback model; automatic rollback switched off.
-- **low**: patch bumps, runtime config knobs, the rest of the rollout plan.
+  bump, a schema file that changed; any other model role (fallback, local, ...);
+  automatic rollback switched off.
+- **low**: patch bumps, runtime config (the knobs canary_stats knows and the runtime's
+  own keys), the rest of the rollout plan.
 
 Plan: a primary-model change or a prompt rewrite changes every answer, which stage
 metrics on live users are a costly way to learn about: **shadow first, then canary**.
@@ -322,7 +324,7 @@ def _value_risk(component: str, key: str, was: Value, now: Value) -> tuple[Risk,
     if component == "model":
         if key == "primary":
             return "high", f"the primary model changes ({move}): every answer changes"
-        return "medium", f"the fallback model changes ({move})"
+        return "medium", f"the {key} model changes ({move})"
     if component == "memory":
         if key == "schema_version":
             return "high", f"the memory schema moves {move}: both releases share the store"
@@ -342,7 +344,8 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Value]:
     if isinstance(value, RateLimit):
         return {prefix: str(value)}
     if isinstance(value, BaseModel):
-        items = ((name, getattr(value, name)) for name in type(value).model_fields)
+        fields = ((name, getattr(value, name)) for name in type(value).model_fields)
+        items = [*fields, *(value.model_extra or {}).items()]  # the runtime's own config keys
     elif isinstance(value, Mapping):
         items = value.items()
     elif isinstance(value, list | tuple):

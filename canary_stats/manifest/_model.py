@@ -1,6 +1,13 @@
 """The release manifest as Pydantic models: what a release pins, and the rules it obeys.
 
-Every model forbids unknown keys and is frozen. Paths in ``spec.prompts`` and
+Every model is frozen and forbids unknown keys (a typo in ``rollout``, ``prompts``,
+``tools``, ``memory`` or ``metadata`` is an error), with two open sections:
+``spec.model`` names any number of roles (``primary``, required, ``fallback``,
+``local``, ...), each an exact pin; and ``spec.config`` is the release's runtime
+configuration, so keys canary_stats does not know (``provider_routing``) are kept as
+written and diffed, while the keys below are validated. ``metadata.image`` is the
+container image reference the release ships in (``registry/repo:tag`` or
+``@sha256:...``); its tag must not be ``latest`` or missing. Paths in ``spec.prompts`` and
 ``spec.tools[].schema`` are relative to the manifest's directory (``..`` and
 absolute paths are refused, so the content hashes stay inside the release); a
 trailing slash means a directory, hashed file by file.
@@ -19,8 +26,8 @@ Refused: ``latest`` in any position (``latest``, ``claude-3-opus-latest``,
 to whichever snapshot Anthropic names; ``gpt-4.1`` likewise). A provider prefix
 (``anthropic/``) is ignored when matching aliases, and ``.`` matches ``-``.
 
-``spec.config`` knobs (all but ``max_tokens_per_task`` optional; ``None`` means
-the agent runtime's own default):
+``spec.config`` knobs canary_stats checks (all but ``max_tokens_per_task`` optional;
+``None`` means the agent runtime's own default; any other key is the runtime's own):
 
 =======================  ====================================================
 ``max_tokens_per_task``  hard cap on tokens one task may spend (> 0)
@@ -74,6 +81,7 @@ __all__ = [
     "RateLimit",
     "Spec",
     "Tool",
+    "image_problem",
     "model_pin_problem",
 ]
 
@@ -101,6 +109,14 @@ _NAME = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 _RELEASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 _TOOL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _RATE = re.compile(r"^([1-9]\d*)\s*/\s*(\S+)$")
+_ROLE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+# OCI image reference: [registry[:port]/]path[:tag][@algorithm:hex]
+_IMAGE_NAME = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::\d+)?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
+)
+_IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_IMAGE_DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[0-9a-fA-F]{32,}$")
 
 
 def model_pin_problem(model_id: str) -> str | None:
@@ -130,6 +146,29 @@ def model_pin_problem(model_id: str) -> str | None:
     )
 
 
+def image_problem(image: str) -> str | None:
+    """Why ``image`` is not a pinned container image reference, or ``None`` when it is.
+
+    Accepted: ``[registry[:port]/]path:tag`` with a tag other than ``latest``, and
+    ``path[:tag]@sha256:<hex>``. Refused: no tag and no digest (that is ``latest``).
+    """
+    example = "ghcr.io/acme/research-agent:2026.04.19-a3f2c1"
+    rest, _, digest = image.partition("@")
+    slash = rest.rfind("/")
+    name, colon, tag = rest.rpartition(":") if rest.rfind(":") > slash else (rest, "", "")
+    if (
+        not _IMAGE_NAME.match(name)
+        or (colon and not _IMAGE_TAG.match(tag))
+        or ("@" in image and not _IMAGE_DIGEST.match(digest))
+    ):
+        return f"expected an image reference such as {example}; got {image!r}"
+    if tag.lower() == "latest":
+        return f"{image!r} is a moving tag: pin the release's own tag, such as {example}"
+    if not colon and not digest:
+        return f"{image!r} has no tag (that means 'latest'): pin one, such as {example}"
+    return None
+
+
 def _fail(message: str, *at: str | int) -> PydanticCustomError:
     """A validation error placed ``at`` a path below the validated field.
 
@@ -140,6 +179,13 @@ def _fail(message: str, *at: str | int) -> PydanticCustomError:
 
 def _pin(value: str) -> str:
     problem = model_pin_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _image(value: str) -> str:
+    problem = image_problem(value)
     if problem:
         raise ValueError(problem)
     return value
@@ -197,6 +243,7 @@ def _policy_message(exc: PolicyError) -> str:
 
 
 ModelId = Annotated[StrictStr, AfterValidator(_pin)]
+ImageRef = Annotated[StrictStr, AfterValidator(_image)]
 RelPath = Annotated[StrictStr, AfterValidator(_relative)]
 FilePath = Annotated[StrictStr, AfterValidator(_relative), AfterValidator(_file)]
 Semver = Annotated[str, BeforeValidator(_semver)]
@@ -233,6 +280,7 @@ class RateLimit(_Model):
 class Metadata(_Model):
     name: Annotated[StrictStr, _pattern(_NAME, "research-agent")]
     version: Annotated[StrictStr, _pattern(_RELEASE, "2026.04.19-a3f2c1")]
+    image: ImageRef | None = None
 
 
 class Prompts(_Model):
@@ -248,14 +296,32 @@ class Tool(_Model):
 
 
 class ModelPins(_Model):
+    """The model of each role: ``primary`` (required), ``fallback``, ``local`` or any other
+    role name (lower case, ``_``), every one an exact pin."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, ModelId]
+
     primary: ModelId
     fallback: ModelId | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _roles(cls, raw: Any) -> Any:
+        for role in raw if isinstance(raw, dict) else ():
+            if not (isinstance(role, str) and _ROLE.match(role)):
+                raise _fail(f"expected a role name such as local or fallback; got {role!r}", role)
+        return raw
 
     @model_validator(mode="after")
     def _distinct(self) -> ModelPins:
         if self.fallback == self.primary:
             raise _fail(f"the fallback is the primary model {self.primary!r}", "fallback")
         return self
+
+    def roles(self) -> dict[str, str]:
+        """Every role -> its pinned model id: primary, fallback, then the others as written."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
 class Memory(_Model):
@@ -272,6 +338,11 @@ class Memory(_Model):
 
 
 class Config(_Model):
+    """The runtime configuration: the knobs in the module docstring are checked, any
+    other key is the agent runtime's own and kept as written (``model_extra``)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
     max_tokens_per_task: StrictInt = Field(gt=0)
     rate_limits: dict[str, RateLimit] = {}
     max_steps_per_task: StrictInt | None = Field(default=None, gt=0)
@@ -388,7 +459,8 @@ class AgentRelease(_Model):
 
     def policy(self) -> Policy:
         """The rollout plan as the judge's policy (validated when the model was built)."""
-        return Policy.from_dict(self.spec.rollout)
+        cap = {"max_tokens_per_task": self.spec.config.max_tokens_per_task}
+        return Policy.from_dict({"spec": {"rollout": self.spec.rollout, "config": cap}})
 
     def references(self) -> tuple[FileRef, ...]:
         """Every referenced prompt, template, example and schema path, in manifest order."""
