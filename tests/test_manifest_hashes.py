@@ -102,6 +102,90 @@ def test_an_empty_directory_is_refused(root: Path) -> None:
         load_manifest(path)
 
 
+# -- symbolic links ----------------------------------------------------------------------
+
+
+def refused(root: Path, message: str) -> None:
+    """Loading and locking both refuse, and no lock is written."""
+    (root / f"{SEED_MANIFEST.name}.lock").unlink()
+    with pytest.raises(ManifestError, match=f"^{re.escape(message)}$"):
+        load_manifest(root / SEED_MANIFEST.name)
+    with pytest.raises(ManifestError, match=f"^{re.escape(message)}$"):
+        write_lock(manifest_in(root, check_files=False))
+    assert not (root / f"{SEED_MANIFEST.name}.lock").exists()
+
+
+def outside(root: Path) -> str:
+    secret = root.parent / "secret.txt"
+    secret.write_text("root:x:0:0\n")
+    return str(secret.resolve())
+
+
+def test_a_file_symlink_out_of_the_release_is_refused(root: Path) -> None:
+    secret = outside(root)
+    (root / "prompts" / "tasks" / "link.md").symlink_to(secret)
+    refused(
+        root,
+        f"spec.prompts.task_templates: 'prompts/tasks/link.md' resolves to {secret}, outside "
+        f"the manifest's directory {root.resolve()}: a release hashes only its own files "
+        "(copy the file in instead of linking it) (line 12)",
+    )
+
+
+def test_a_referenced_file_that_is_a_symlink_out_is_refused(root: Path) -> None:
+    secret = outside(root)
+    (root / "prompts" / "system.md").unlink()
+    (root / "prompts" / "system.md").symlink_to(secret)
+    refused(
+        root,
+        f"spec.prompts.system: 'prompts/system.md' resolves to {secret}, outside the "
+        f"manifest's directory {root.resolve()}: a release hashes only its own files "
+        "(copy the file in instead of linking it) (line 11)",
+    )
+
+
+def test_a_symlinked_parent_out_of_the_release_is_refused(root: Path) -> None:
+    elsewhere = root.parent / "elsewhere"
+    shutil.move(root / "prompts" / "examples", elsewhere)
+    (root / "prompts" / "examples").symlink_to(elsewhere, target_is_directory=True)
+    refused(
+        root,
+        f"spec.prompts.few_shot_examples: 'prompts/examples/' resolves to {elsewhere.resolve()},"
+        f" outside the manifest's directory {root.resolve()}: a release hashes only its own "
+        "files (copy the file in instead of linking it) (line 13)",
+    )
+
+
+def test_a_directory_symlink_inside_a_referenced_folder_is_refused(root: Path) -> None:
+    # Even one pointing inside the release: it is refused, not silently left out.
+    (root / "prompts" / "tasks" / "more").symlink_to(
+        root / "prompts" / "examples", target_is_directory=True
+    )
+    refused(
+        root,
+        "spec.prompts.task_templates: 'prompts/tasks/more' is a symbolic link to a directory, "
+        "which is not followed: reference the folder it points to itself, or copy its files "
+        "in (line 12)",
+    )
+
+
+def test_a_broken_symlink_is_refused(root: Path) -> None:
+    (root / "prompts" / "examples" / "gone.md").symlink_to(root / "nowhere.md")
+    refused(
+        root,
+        "spec.prompts.few_shot_examples: 'prompts/examples/gone.md' is a broken symbolic link "
+        f"(to {root / 'nowhere.md'}) (line 13)",
+    )
+
+
+def test_symlinks_that_stay_inside_the_release_are_hashed(root: Path) -> None:
+    (root / "shared").mkdir()
+    (root / "shared" / "style.md").write_text("Write plainly.\n")
+    (root / "prompts" / "tasks" / "style.md").symlink_to(Path("..", "..", "shared", "style.md"))
+    hashes = content_hashes(manifest_in(root))
+    assert hashes["prompts/tasks/style.md"] == sha(root / "shared" / "style.md")
+
+
 # -- hashes and the lock ------------------------------------------------------------------
 
 

@@ -100,12 +100,34 @@ def referenced_files(directory: Path, ref: FileRef, *, line: int | None = None) 
     files and directories (``.DS_Store``, ``.git``). Raises ManifestError, at
     the reference's YAML path and ``line``, when the file or directory is
     missing, of the other kind, or a directory without files.
+
+    Symbolic links: a release hashes only its own files, so whatever a path
+    resolves to must lie inside the manifest's directory. A file symlink that
+    resolves inside is allowed (its target's content is hashed under the link's
+    path); one resolving outside (``prompts/link.md -> /etc/passwd``), or through
+    a symlinked parent that leaves the directory, is refused, and so is a broken
+    one. A symlinked directory inside a referenced directory is refused rather
+    than followed or skipped (a file would appear under two paths, or a loop);
+    the reference itself may be a symlink to a directory inside.
     """
     target = directory / ref.relative
+    root = directory.resolve()
 
-    def error(problem: str) -> ManifestError:
-        return ManifestError(dotted(ref.loc), f"{ref.path!r} {problem}", line=line)
+    def error(problem: str, path: str = ref.path) -> ManifestError:
+        return ManifestError(dotted(ref.loc), f"{path!r} {problem}", line=line)
 
+    def inside(path: Path, name: str) -> None:
+        if path.is_symlink() and not path.exists():
+            raise error(f"is a broken symbolic link (to {os.readlink(path)})", name)
+        resolved = path.resolve()
+        if not resolved.is_relative_to(root):
+            raise error(
+                f"resolves to {resolved}, outside the manifest's directory {root}: a release "
+                "hashes only its own files (copy the file in instead of linking it)",
+                name,
+            )
+
+    inside(target, ref.path)
     if not target.exists():
         raise error("does not exist (paths are relative to the manifest's directory)")
     if not ref.is_dir:
@@ -115,12 +137,24 @@ def referenced_files(directory: Path, ref: FileRef, *, line: int | None = None) 
     if not target.is_dir():
         raise error("is a file, not a directory: drop the '/'")
     found: list[str] = []
-    for root, dirs, files in os.walk(target):
+    for top, dirs, files in os.walk(target):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in dirs:
+            if Path(top, name).is_symlink():
+                link = Path(top, name).relative_to(directory).as_posix()
+                raise error(
+                    "is a symbolic link to a directory, which is not followed: reference "
+                    "the folder it points to itself, or copy its files in",
+                    link,
+                )
         for name in files:
-            file = Path(root, name)
-            if not name.startswith(".") and file.is_file():
-                found.append(file.relative_to(directory).as_posix())
+            file = Path(top, name)
+            if name.startswith("."):
+                continue
+            relative = file.relative_to(directory).as_posix()
+            inside(file, relative)
+            if file.is_file():
+                found.append(relative)
     if not found:
         raise error("holds no files")
     return tuple(sorted(found))
