@@ -88,3 +88,7 @@ def test_check_migration(release: Path) -> None:
     release.write_text(bumped)
     code, out = _run("check-migration", str(good), "--manifest", str(release))
     assert code == 2 and "problem" in out
+    misnamed = release.parent / "memory_v3_to_v4.sql"
+    misnamed.write_text(good.read_text().replace("-- migrate: 6 -> 7\n", ""))
+    code, out = _run("check-migration", str(misnamed), "--manifest", str(release))
+    assert code == 2 and "the file name 'memory_v3_to_v4.sql' migrates 3 -> 4" in out

@@ -221,11 +221,57 @@ def test_versions_come_from_the_manifest(tmp_path: Path) -> None:
     )
     report = check_migration_file(SEED_MIGRATION, manifest=moved)
     assert (report.from_version, report.to_version) == (7, 8)
-    assert len(report.problems) == 2
+    assert report.problems == (
+        "the header migrates 6 -> 7 but from_version is 7 (spec.memory.migration_from)",
+        "the header migrates 6 -> 7 but to_version is 8 (spec.memory.schema_version)",
+        "the file name 'memory_v6_to_v7.sql' migrates 6 -> 7 but from_version is 7 "
+        "(spec.memory.migration_from)",
+        "the file name 'memory_v6_to_v7.sql' migrates 6 -> 7 but to_version is 8 "
+        "(spec.memory.schema_version)",
+    )
 
     silent = load_manifest(_seed_copy(tmp_path / "none", "memory: {schema_version: 7}"))
     report = check_migration_file(SEED_MIGRATION, manifest=silent)
     assert report.problems[0].startswith("spec.memory.migration_from is not set")
+
+
+def _headerless(tmp_path: Path, name: str) -> Path:
+    """The seed migration without its header, under ``name``: the bump is the name's alone."""
+    sql = SEED_MIGRATION.read_text().replace("-- migrate: 6 -> 7\n", "", 1)
+    path = tmp_path / name
+    path.write_text(sql)
+    return path
+
+
+def test_the_file_name_carries_the_bump_too(tmp_path: Path) -> None:
+    manifest = load_manifest(_seed_copy(tmp_path))  # migration_from 6, schema_version 7
+    wrong = _headerless(tmp_path, "memory_v3_to_v4.sql")
+    report = check_migration_file(wrong, manifest=manifest)
+    assert not report.ok and not report.refused
+    assert report.problems == (
+        "the file name 'memory_v3_to_v4.sql' migrates 3 -> 4 but from_version is 6 "
+        "(spec.memory.migration_from)",
+        "the file name 'memory_v3_to_v4.sql' migrates 3 -> 4 but to_version is 7 "
+        "(spec.memory.schema_version)",
+    )
+    alone = check_migration_file(wrong)  # no manifest: the name gives the versions
+    assert (alone.from_version, alone.to_version, alone.ok) == (3, 4, True)
+    for name in ("memory_v6_to_v7.sql", "memory-v6-to-v7.sql", "memory_v6_to_v7_backfill.sql"):
+        named = check_migration_file(_headerless(tmp_path, name), manifest=manifest)
+        assert named.ok, (name, named.problems)
+    unnamed = check_migration_file(_headerless(tmp_path, "add_citations.sql"), manifest=manifest)
+    assert unnamed.ok  # neither name nor header: the manifest's bump stands
+
+
+def test_the_file_name_and_header_must_agree(tmp_path: Path) -> None:
+    path = tmp_path / "memory_v3_to_v4.sql"
+    shutil.copy(SEED_MIGRATION, path)  # its header says 6 -> 7
+    report = check_migration_file(path)
+    assert report.problems == (
+        "the header migrates 6 -> 7 but the file name 'memory_v3_to_v4.sql' says 3 -> 4",
+    )
+    backwards = check_migration_file(_headerless(tmp_path, "memory_v7_to_v6.sql"))
+    assert backwards.problems == ("7 -> 6 is not a forward schema bump",)
 
 
 def test_bad_dialect_and_unreadable_file_name_the_field(tmp_path: Path) -> None:

@@ -15,8 +15,14 @@ Pruning memory is the agent's retention job, not a schema migration's. ``UPDATE`
 Statements the parser does not understand are refused, never guessed, and so are kinds not
 known to be additive (``GRANT``/``REVOKE``, ``MERGE``, a ``SELECT`` that may call a function
 with side effects). When sqlglot falls back to an opaque command it also logs a warning on the
-``sqlglot`` logger. The optional header ``-- migrate: 6 -> 7`` must agree with the
-manifest's ``spec.memory``.
+``sqlglot`` logger.
+
+The version bump is read from up to three places, which must all agree: the manifest's
+``spec.memory`` (``migration_from`` -> ``schema_version``), the file name
+(``memory_v6_to_v7.sql``: ``v<from>_to_v<to>`` between ``_``, ``-`` or ``.``, also
+``memory_v6_to_v7_backfill.sql``) and the optional header ``-- migrate: 6 -> 7`` in the
+leading comments. A file whose name or header says ``3 -> 4`` is refused against a
+6 -> 7 manifest.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ __all__ = [
 DEFAULT_DIALECT = "postgres"
 _HEADER = re.compile(r"--\s*migrate\s*:(.*)", re.IGNORECASE)  # a comment, not SQL
 _HEADER_VALUE = re.compile(r"\s*(\d+)\s*->\s*(\d+)\s*")
+_NAME_BUMP = re.compile(r"(?:^|[_.-])v(\d+)[_-]to[_-]v(\d+)(?=$|[_.-])", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,17 +103,19 @@ def check_migration(
     from_version: int | None = None,
     to_version: int | None = None,
     dialect: str = DEFAULT_DIALECT,
+    file_name: str | None = None,
 ) -> MigrationReport:
     """Rule on every statement of ``sql`` and check the version bump.
 
     ``from_version`` / ``to_version`` are the manifest's ``spec.memory.migration_from`` and
-    ``schema_version``; a ``-- migrate: N -> M`` header in ``sql`` must agree with them.
+    ``schema_version``; a ``-- migrate: N -> M`` header in ``sql`` and a ``_vN_to_vM`` in
+    ``file_name`` (the file ``sql`` was read from) must agree with them and each other.
     """
     try:
         parser = Dialect.get_or_raise(dialect)
     except ValueError as err:
         raise ManifestError("dialect", f"unknown SQL dialect {dialect!r}: {err}") from None
-    first, last, problems = _versions(sql, from_version, to_version)
+    first, last, problems = _versions(sql, from_version, to_version, file_name)
     return MigrationReport(rule_all(sql, parser, dialect), first, last, problems, dialect)
 
 
@@ -120,10 +129,14 @@ def check_migration_file(
     except (OSError, UnicodeDecodeError) as err:
         raise ManifestError(str(path), f"cannot read the migration: {err}") from None
     if manifest is None:
-        return check_migration(sql, dialect=dialect)
+        return check_migration(sql, dialect=dialect, file_name=path.name)
     memory = manifest.release.spec.memory
     report = check_migration(
-        sql, from_version=memory.migration_from, to_version=memory.schema_version, dialect=dialect
+        sql,
+        from_version=memory.migration_from,
+        to_version=memory.schema_version,
+        dialect=dialect,
+        file_name=path.name,
     )
     if memory.migration_from is not None:
         return report
@@ -133,9 +146,10 @@ def check_migration_file(
 
 
 def _versions(
-    sql: str, from_version: int | None, to_version: int | None
+    sql: str, from_version: int | None, to_version: int | None, file_name: str | None
 ) -> tuple[int | None, int | None, tuple[str, ...]]:
     problems: list[str] = []
+    claims: list[tuple[str, int, int]] = []  # (who says so, from, to)
     headers: list[tuple[int, int]] = []
     for raw in sql.splitlines():
         line = raw.strip()
@@ -154,15 +168,26 @@ def _versions(
     if len(headers) > 1:
         problems.append(f"{len(headers)} '-- migrate:' headers; expected at most one")
     if headers:
-        head_from, head_to = headers[0]
-        for name, given, head in (("from", from_version, head_from), ("to", to_version, head_to)):
-            if given is not None and given != head:
+        claims.append(("the header", *headers[0]))
+    named = _NAME_BUMP.search(Path(file_name).stem) if file_name else None
+    if named is not None:
+        claims.append((f"the file name {file_name!r}", int(named.group(1)), int(named.group(2))))
+    for who, claim_from, claim_to in claims:
+        for name, given, claimed in (
+            ("from", from_version, claim_from),
+            ("to", to_version, claim_to),
+        ):
+            if given is not None and given != claimed:
                 problems.append(
-                    f"the header migrates {head_from} -> {head_to} but {name}_version is {given}"
+                    f"{who} migrates {claim_from} -> {claim_to} but {name}_version is {given}"
                     f" (spec.memory.{'migration_from' if name == 'from' else 'schema_version'})"
                 )
-        from_version = head_from if from_version is None else from_version
-        to_version = head_to if to_version is None else to_version
+    if len(claims) == 2 and claims[0][1:] != claims[1][1:] and from_version is None is to_version:
+        (a, a_from, a_to), (b, b_from, b_to) = claims
+        problems.append(f"{a} migrates {a_from} -> {a_to} but {b} says {b_from} -> {b_to}")
+    if claims:
+        from_version = claims[0][1] if from_version is None else from_version
+        to_version = claims[0][2] if to_version is None else to_version
     if from_version is not None and to_version is not None and to_version <= from_version:
         problems.append(f"{from_version} -> {to_version} is not a forward schema bump")
     return from_version, to_version, tuple(problems)
