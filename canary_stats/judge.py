@@ -2,9 +2,13 @@
 
 Decision at a check (DESIGN.md, "The verdict"):
 
-0. partial or NaN data -> **hold** (the numbers cannot support any decision);
-1. any guardrail ``fail`` -> **rollback**;
-2. a cohort without data or a sample-ratio mismatch -> **hold**;
+0. numbers that cannot be trusted at all (values beyond the manifest's bounds,
+   broken histograms, overflow) -> **hold**: no decision rests on them;
+1. any guardrail ``fail`` -> **rollback** (on the windows that can be trusted:
+   failed or partial scrapes, resets and NaN windows are left out and named);
+2. left-out windows, a cohort without data, a silent canary or a sample-ratio
+   mismatch -> **hold** (a silent canary rolls back where the rollout says
+   ``on_silent_canary: rollback``);
 3. stage minimum duration reached and the stage's requirement met -> **promote**
    (``guard``: no violation proven and minimum samples reached; ``prove``: every
    guardrail ``pass``);
@@ -25,6 +29,7 @@ import pandas as pd
 from . import stats
 from ._eta import eta_minutes, tuning
 from ._fingerprint import input_fingerprint
+from ._trust import silent_canary, untrusted_reason
 from ._verdict import GuardrailVerdict, Verdict
 from .errors import EventsError
 from .policy import Guardrail, Policy, parse_duration
@@ -74,9 +79,9 @@ def analyze(
     elif isinstance(events, Summary):
         summary = events
     elif isinstance(events, Pull):
-        pulled = summarize_aggregates(events.aggregates)
+        pulled = summarize_aggregates(events.trusted())
         found = tuple(issue.describe() for issue in events.issues)
-        summary = replace(pulled, issues=pulled.issues + found)
+        summary = replace(pulled, excluded=pulled.excluded + found)
     else:
         if isinstance(events, str | Path):
             events = load_events(events)
@@ -113,6 +118,12 @@ def judge(summary: Summary, policy: Policy, *, stage: int, elapsed: timedelta) -
         summary.stable.tasks, summary.canary.tasks, expected_share=share, alpha=policy.srm_alpha
     )
     verdicts = {g.name: _guardrail_verdict(g, results[g.name], policy) for g in policy.guardrails}
+    taint = untrusted_reason(summary, policy)
+    if taint is not None:  # no guardrail is decided on numbers that cannot be trusted
+        unjudged = "not judged: the data cannot be trusted"
+        verdicts = {
+            k: replace(v, status="inconclusive", reason=unjudged) for k, v in verdicts.items()
+        }
     common = {
         "stage": stage,
         "mode": mode,
@@ -120,20 +131,25 @@ def judge(summary: Summary, policy: Policy, *, stage: int, elapsed: timedelta) -
         "elapsed_minutes": minutes,
         "metrics": verdicts,
         "srm": srm,
-        "data_issues": summary.issues,
+        "data_issues": summary.issues + summary.excluded,
         "n_stable": summary.stable.tasks,
         "n_canary": summary.canary.tasks,
         "alpha": policy.alpha_per_test(),
         "alpha_pass": policy.alpha_pass(),
     }
 
-    hold_reason = _data_problem(summary, srm)
+    silent = silent_canary(summary, share, policy)
+    hold_reason = _data_problem(summary, srm, silent)
     duration = stage_obj.duration
     left = minutes_left(duration, minutes)
     decision = decide_verdicts(
         verdicts.values(), data_problem=hold_reason is not None, mode=mode, left=left,
-        untrusted=bool(summary.issues),
+        untrusted=taint is not None,
     )  # fmt: skip
+    if taint is not None:
+        return Verdict("hold", f"hold: the data cannot be trusted: {taint}.", **common)
+    if decision == "hold" and silent is not None and policy.on_silent_canary == "rollback":
+        return Verdict("rollback", f"rollback: {silent} (on_silent_canary: rollback).", **common)
     if decision == "rollback":
         failed = [v for v in verdicts.values() if v.status == "fail"]
         return Verdict(
@@ -190,9 +206,12 @@ def _fmt_minutes(d: timedelta | None) -> str:
     return f"{m / 60:g} h" if m >= 60 else f"{m:g} min"
 
 
-def _data_problem(summary: Summary, srm: stats.SampleRatioResult) -> str | None:
-    if summary.issues:
-        return "the data cannot be trusted: " + "; ".join(summary.issues)
+def _data_problem(summary: Summary, srm: stats.SampleRatioResult, silent: str | None) -> str | None:
+    if summary.excluded:
+        left_out = "; ".join(summary.excluded)
+        return f"some of the data cannot be trusted and is left out of the evidence: {left_out}"
+    if silent is not None:
+        return silent
     for name, c in (("canary", summary.canary), ("stable", summary.stable)):
         if c.tasks == 0:
             return f"no {name} tasks in the data yet"
@@ -303,9 +322,10 @@ def decide(
 ) -> str:
     """The decision rule of DESIGN.md, on plain values (shared by `judge` and simulations).
 
-    ``untrusted`` (partial or NaN data) holds even before a proven violation: the
-    numbers behind that proof are the ones in doubt. A sample-ratio mismatch does
-    not stop a rollback, since a crashing canary causes both.
+    ``untrusted`` (numbers that cannot be relied on at all) holds even before a
+    proven violation: the numbers behind that proof are the ones in doubt. Windows
+    left out of the evidence, like a sample-ratio mismatch, are a ``data_problem``:
+    they do not stop a rollback proven on the rest (a crashing canary causes both).
     """
     if untrusted:
         return "hold"

@@ -149,6 +149,10 @@ class Policy(_Model):
     ``alpha`` is the family-wise false-rollback rate over all guardrails and all
     checks of the whole rollout; ``alpha_promote`` bounds the chance that a
     canary violating a guardrail is promoted past a ``prove`` stage.
+    ``on_silent_canary`` says what a canary that stops finishing tasks while the
+    stable cohort goes on gets: a named hold (default) or a rollback.
+    ``max_tokens_per_task`` comes from the manifest's ``spec.config``: a task
+    above it is a data problem, and the judge holds.
     """
 
     guardrails: tuple[Guardrail, ...] = Field(min_length=1)
@@ -160,6 +164,9 @@ class Policy(_Model):
     srm_alpha: float = Field(default=0.001, gt=0, lt=1)
     strategy: Literal["canary"] = "canary"
     auto_rollback_on_failure: bool = True
+    on_silent_canary: Literal["hold", "rollback"] = "hold"
+    #: The manifest's ``spec.config.max_tokens_per_task``: tokens above it are corrupt data.
+    max_tokens_per_task: float | None = Field(default=None, gt=0, le=1e9)
 
     @field_validator("guardrails", mode="before")
     @classmethod
@@ -239,7 +246,11 @@ class Policy(_Model):
             spec = data.get("spec")
             if not isinstance(spec, dict) or not isinstance(spec.get("rollout"), dict):
                 raise PolicyError("spec.rollout", "the manifest has no rollout section")
+            config = spec.get("config")
+            cap = config.get("max_tokens_per_task") if isinstance(config, dict) else None
             data, prefix = spec["rollout"], "spec.rollout"
+            if cap is not None and "max_tokens_per_task" not in data:
+                data = {**data, "max_tokens_per_task": cap}
         try:
             return cls.model_validate(data)
         except ValidationError as exc:

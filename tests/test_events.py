@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import canary_stats as cs
 from canary_stats.errors import EventsError
+from canary_stats.summary import validate_events
 from canary_stats.summary._checks import cohort_codes
 
 from .conftest import events
@@ -35,12 +36,21 @@ def test_unknown_cohort_label(base: pd.DataFrame) -> None:
     _bad(df, "cohort", "unknown labels ['baseline']")
 
 
-@pytest.mark.parametrize("column", ["latency_ms", "tokens"])
-@pytest.mark.parametrize("value", [np.nan, -1.0, np.inf])
-def test_nan_or_negative_latency_and_tokens(base: pd.DataFrame, column: str, value: float) -> None:
+@pytest.mark.parametrize(
+    ("column", "expected"),
+    [("latency_ms", "expected in [0, 6.048e+08] (the data contract's bound: a task takes at "
+      "most a week)"),
+     ("tokens", "expected in [0, 1e+09] (the data contract's bound on one task's tokens)")],
+)  # fmt: skip
+@pytest.mark.parametrize("value", [np.nan, -1.0, np.inf, 1e308, 1e160])
+def test_nan_negative_or_beyond_the_contract(
+    base: pd.DataFrame, column: str, expected: str, value: float
+) -> None:
     df = base.copy()
     df.loc[df.index[5], column] = value
-    _bad(df, column, "1 rows are NaN, infinite or out of range; expected a finite number >= 0")
+    _bad(df, column, f"1 rows are NaN, infinite or out of range; {expected}")
+    with pytest.raises(EventsError, match=column):
+        validate_events(df)  # what the store ingests: refused the same way
 
 
 def test_eval_scores_outside_unit_interval(base: pd.DataFrame) -> None:

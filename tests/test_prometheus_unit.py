@@ -281,14 +281,35 @@ def test_nan_gap_and_empty() -> None:
     with StubServer(fake_prometheus(value)) as server:
         pull = _pull(server.url)
     issues = [(i.kind, i.cohort, i.window_end) for i in pull.issues]
-    assert issues == [("gap", "stable", T0 + 2 * W), ("nan", "stable", T0 + 2 * W)]
-    assert "tasks.success" not in pull.issues[0].detail and "tasks.count" in pull.issues[0].detail
-    assert "tasks.success" in pull.issues[1].detail
+    # No task counter, only a NaN: the NaN is the issue, not a gap (no tasks were counted).
+    assert issues == [("nan", "stable", T0 + 2 * W)]
+    assert "tasks.success" in pull.issues[0].detail
 
     with StubServer(fake_prometheus(lambda release, q, t: None if release == "v2" else "3")) as s:
         pull = _pull(s.url)
-    assert [(i.kind, i.cohort) for i in pull.issues] == [("empty", "canary")]
-    assert (pull.issues[0].window_start, pull.issues[0].window_end) == (T0, T0 + timedelta(hours=1))
+    # A cohort without any series is no window issue: it is named for the caller.
+    assert pull.issues == () and pull.unmatched == ("canary",)
+    assert (pull.start, pull.end) == (T0, T0 + timedelta(hours=1))
+
+
+def test_windows_without_tasks_are_data_and_partial_scrapes_are_gaps() -> None:
+    quiet, partial = int((T0 + 2 * W).timestamp()), int((T0 + 3 * W).timestamp())
+
+    def value(release: str, query: str, t: int) -> str | None:
+        if release == "v2" and t == quiet:
+            return None  # the canary reported nothing at all: zero tasks, no issue
+        if release == "v2" and t == partial and "duration" in query:
+            return None  # tasks counted, latency missing: a partial scrape
+        return "1"
+
+    with StubServer(fake_prometheus(value)) as server:
+        pull = _pull(server.url)
+    assert [(i.kind, i.cohort, i.window_end) for i in pull.issues] == [
+        ("gap", "canary", T0 + 3 * W)
+    ]
+    assert "latency_ms.bucket" in pull.issues[0].detail
+    kept = pull.trusted()
+    assert (T0 + 3 * W) not in set(kept["window_end"]) and (T0 + 2 * W) in set(kept["window_end"])
 
 
 @pytest.mark.parametrize(

@@ -57,6 +57,13 @@ __all__ = ["BasicAuth", "MetricNames", "PrometheusConfig", "PrometheusSource"]
 #: Prometheus refuses range queries of more points than this per series.
 _MAX_POINTS = 11_000
 _COLUMNS = (*AGGREGATE_COLUMNS, "release")
+#: Series every finished task records: a window with tasks but without them is partial.
+_EVERY_TASK = (
+    "latency_ms.bucket",
+    "tokens_per_task.count",
+    "tokens_per_task.sum",
+    "tokens_per_task.bucket",
+)
 
 
 def _input_error(exc: ValidationError, root: str) -> InputError:
@@ -210,7 +217,7 @@ class PrometheusSource:
         if (last - first) // w > _MAX_POINTS:
             raise InputError("window", f"more than {_MAX_POINTS} windows; use a longer window")
         if last <= first:  # no whole window yet
-            return Pull(_frame([], w), ())
+            return Pull(_frame([], w), (), start=_utc(first), end=_utc(first))
         found = _Findings(w, first, last)
         # One client (and session) per pull: the hook's state is never shared by threads.
         client = RangeClient(self.config)
@@ -219,7 +226,19 @@ class PrometheusSource:
                 self._pull_cohort(client, found, cohort, release)
         finally:
             client.close()
-        return Pull(_frame(found.series, w), found.issues())
+        return Pull(
+            _frame(found.series, w),
+            found.issues(),
+            unmatched=found.unmatched(),
+            start=_utc(first),
+            end=_utc(last),
+        )
+
+    def task_selector(self, release: str) -> str:
+        """The PromQL selector of ``release``'s task counter, as the pull asks for it."""
+        cfg = self.config
+        matchers = {**cfg.selectors, cfg.cohort_label: check_label_value(release, "release")}
+        return selector(cfg.metrics.tasks, matchers)
 
     def has_series(self, release: str, *, lookback: timedelta, now: datetime) -> bool:
         """Whether Prometheus holds any task series of ``release`` in the ``lookback``.
@@ -228,9 +247,8 @@ class PrometheusSource:
         recent windows (``present_over_time`` over the task counter).
         """
         cfg = self.config
-        matchers = {**cfg.selectors, cfg.cohort_label: check_label_value(release, "release")}
         seconds = duration_seconds(lookback, "lookback")
-        query = f"group(present_over_time({selector(cfg.metrics.tasks, matchers)}[{seconds}s]))"
+        query = f"group(present_over_time({self.task_selector(release)}[{seconds}s]))"
         client = RangeClient(cfg)
         try:
             answer = client.matrix(query, now, now, 60)
@@ -304,6 +322,8 @@ class _Findings:
         self.bad: dict[tuple[float, str], set[str]] = defaultdict(set)
         self.resets: dict[tuple[float, str], float] = {}
         self.notes: dict[tuple[str, str], None] = {}  # ordered set of (cohort, note)
+        self.tasks: dict[str, dict[float, float]] = defaultdict(dict)  # tasks per window end
+        self.active: dict[str, set[float]] = defaultdict(set)  # window ends with any value > 0
 
     def add(
         self, cohort: str, release: str, name: str, answer: Answer, url: str, scale: float
@@ -316,6 +336,10 @@ class _Findings:
             le_text = series["metric"].get("le")
             le = _number(le_text, name, url) * scale if le_text is not None else math.nan
             self.present[(cohort, name)].update(ends.tolist())
+            self.active[cohort].update(ends[values > 0].tolist())
+            if name == "tasks.count":
+                for end, v in zip(ends.tolist(), values.tolist(), strict=True):
+                    self.tasks[cohort][end] = self.tasks[cohort].get(end, 0.0) + v
             for end in ends[~np.isfinite(values)].tolist():
                 self.bad[(end, cohort)].add(name)
             self.series.append(_Series(ends, values, cohort, metric, fld, le, release))
@@ -340,27 +364,34 @@ class _Findings:
         return tuple(sorted(out, key=lambda i: (i.window_start, i.cohort or "", i.kind, i.detail)))
 
     def _gaps(self) -> list[DataIssue]:
-        """Cohorts without any series, and windows that lack a series other windows have.
+        """Windows in which a cohort finished tasks but lacks a series every task records.
 
-        A window counts as having data when any query of either cohort returned a
-        point for it; a cohort then needs a point in each of the queries that
-        returned anything at all (a metric nobody exports is no gap).
+        A window without tasks is data (zero tasks), not a gap, and so is a cohort
+        without any series (it is named in ``Pull.unmatched``). A gap is a partial
+        scrape: tasks counted but no latency or tokens for them (when the pull
+        found those series at all), or values without the task counter.
         """
         out: list[DataIssue] = []
-        names = sorted({name for _, name in self.present})
-        windows = set().union(*self.present.values())
+        exported = {name for (_, name), ends in self.present.items() if ends} & set(_EVERY_TASK)
         for cohort in ("stable", "canary"):
-            if not any(c == cohort for c, _ in self.present):
-                detail = "no series match the selectors and release"
-                out.append(DataIssue(_utc(self.first), _utc(self.last), cohort, "empty", detail))
-                continue
-            missing: dict[float, list[str]] = defaultdict(list)
-            for name in names:
-                for end in windows - self.present[(cohort, name)]:
-                    missing[end].append(name)
-            for end, lacking in missing.items():
-                out.append(self._issue(end, cohort, "gap", f"no samples for {', '.join(lacking)}"))
+            counted = self.present[(cohort, "tasks.count")]
+            for end in sorted(set().union(*(self.present[(cohort, n)] for n in exported))
+                              | counted | self.active[cohort]):  # fmt: skip
+                if self.tasks[cohort].get(end, 0.0) > 0:
+                    lacking = [n for n in sorted(exported) if end not in self.present[(cohort, n)]]
+                elif end not in counted and end in self.active[cohort]:
+                    lacking = ["tasks.count"]
+                else:
+                    continue
+                if lacking:
+                    detail = f"tasks without samples of {', '.join(lacking)}"
+                    out.append(self._issue(end, cohort, "gap", detail))
         return out
+
+    def unmatched(self) -> tuple[str, ...]:
+        """Cohorts that no series of the pull matched (a misspelt release or selector?)."""
+        seen = {cohort for (cohort, _), ends in self.present.items() if ends}
+        return tuple(c for c in ("stable", "canary") if c not in seen)
 
     def _issue(self, end: float, cohort: str, kind: str, detail: str) -> DataIssue:
         return DataIssue(_utc(end - self.w), _utc(end), cohort, kind, detail)

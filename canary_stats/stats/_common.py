@@ -68,6 +68,23 @@ class SequentialTestResult:
     alpha_pass: float
     resolution: float = 0.0
 
+    def __post_init__(self) -> None:
+        # A decision needs a finite estimate and a finite bound on the side that makes
+        # it (the fail side for fail, the pass side for pass): an overflowed or
+        # undefined statistic proves nothing. The other side may still be open (a
+        # quantile's upper bound needs more data than its lower one).
+        low, high = (np.asarray(b, dtype=float) for b in self.confidence_interval)
+        fail_side, pass_side = (low, high) if self.alternative == "greater" else (high, low)
+        finite = np.isfinite(np.asarray(self.estimate, dtype=float))
+        status = np.asarray(self.status)
+        status = np.where(
+            ((status == "fail") & ~(finite & np.isfinite(fail_side)))
+            | ((status == "pass") & ~(finite & np.isfinite(pass_side))),
+            "inconclusive",
+            status,
+        )
+        object.__setattr__(self, "status", status.item() if status.ndim == 0 else status)
+
 
 def absolute_result(
     method: str,

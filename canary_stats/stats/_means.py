@@ -191,7 +191,7 @@ def mean_contrast(
     a_low, a_high = bound_levels(alt, alpha, alpha_pass)
     z_low, z_high = _z(n_total, a_low, n_tune), _z(n_total, a_high, n_tune)
     empty = (ns <= 0) | (nc <= 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         a, b = vc / nc, vs / ns
         if contrast == "difference":
             estimate = mc - ms
@@ -200,6 +200,11 @@ def mean_contrast(
             status = status_from_bounds(low, high, margin, alt)
         else:
             estimate = mc / ms
+            # A ratio does not change when both means are scaled: working in units
+            # of the larger one keeps every square below overflow.
+            unit = np.maximum(np.maximum(np.abs(mc), np.abs(ms)), np.sqrt(np.maximum(a, b)))
+            unit = np.where(np.isfinite(unit) & (unit > 0), unit, 1.0)
+            mc, ms, a, b = mc / unit, ms / unit, a / unit / unit, b / unit / unit
             low = _fieller(mc, ms, a, b, z_low, lower=True)
             high = _fieller(mc, ms, a, b, z_high, lower=False)
             # The decision is the linear test at the margin itself.

@@ -255,7 +255,7 @@ def _paired_test(
         for a in (a_low, a_high)
     )
     empty = n <= 0
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         t = mc - r * ms - shift
         se_t = np.sqrt(var_t / n)
         status = status_from_bounds(t - z_low * se_t, t + z_high * se_t, 0.0, alt)

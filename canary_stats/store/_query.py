@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from ..stats import Histogram
-from ..summary import CohortSummary, Moments, Summary, summary_from_totals
+from ..summary import CohortSummary, Moments, Silence, Summary, summary_from_totals
+from ..summary._aggregates import window_silence
 from ._schema import first_row
 
 __all__ = [
@@ -86,8 +87,11 @@ def summarize_store(
 ) -> Summary:
     """Reduce the selected data to a `Summary`, with every stored data issue attached.
 
-    ``series`` (`series_of`) and ``failure`` (`latest_ingest_failure`) may come from
-    a caller's cache; by default they are read from the store.
+    Windows with a stored data issue (and windows with NaN or missing values) are
+    left out of the evidence and named in ``Summary.excluded``, as is a failed
+    latest ingest. ``series`` (`series_of`) and ``failure``
+    (`latest_ingest_failure`) may come from a caller's cache; by default they are
+    read from the store.
     """
     params = selection.params()
     source = selection.source
@@ -112,7 +116,8 @@ def _from_events(
     rows = con.execute(
         f"""
         SELECT cohort::VARCHAR, count(*), count_if(success), avg(tokens), var_pop(tokens),
-               min(ts), max(ts), count(eval_score), avg(eval_score), var_pop(eval_score)
+               min(ts), max(ts), count(eval_score), avg(eval_score), var_pop(eval_score),
+               max(tokens)
         FROM events WHERE {_EVENT_FILTER} GROUP BY cohort
         """,
         params,
@@ -121,6 +126,8 @@ def _from_events(
     evals = _eval_moments(con, params)
     exact = all(r[1] <= EXACT_LATENCY_LIMIT for r in rows)
     latency = _latency_values(con, params) if exact else _latency_histograms(con, params)
+
+    nan = float("nan")
 
     def cohort(name: str) -> CohortSummary:
         r = stats.get(name)
@@ -141,9 +148,33 @@ def _from_events(
         cohort("canary"),
         _utc(min(starts)) if starts else None,
         _utc(max(ends)) if ends else None,
-        tuple(issues),
+        (),
         "store:events",
+        excluded=tuple(issues),
+        tokens_max=max((float(r[10]) for r in rows if r[0] in ("stable", "canary")), default=nan),
+        silence=_event_silence(con, params),
     )
+
+
+def _event_silence(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> Silence | None:
+    """Stable tasks and minutes since the canary's last task (see `Silence`)."""
+    row = first_row(
+        con.execute(
+            f"""
+            WITH sel AS (SELECT cohort, ts FROM events WHERE {_EVENT_FILTER}),
+                 last AS (SELECT max(ts) FILTER (WHERE cohort = 'canary') AS c,
+                                 min(ts) AS first, max(ts) AS final FROM sel)
+            SELECT epoch_us(last.final) - epoch_us(coalesce(last.c, last.first)),
+                   count(*) FILTER (WHERE sel.cohort = 'stable'
+                                      AND (last.c IS NULL OR sel.ts > last.c))
+            FROM sel, last GROUP BY ALL
+            """,
+            params,
+        )
+    )
+    if row is None or not row[1]:
+        return None
+    return Silence(float(row[0]) / 60e6, float(row[1]))
 
 
 def _moments(row: tuple[Any, ...]) -> Moments:
@@ -222,36 +253,35 @@ def _from_aggregates(
     issues: list[str],
     series: list[tuple[Any, ...]] | None,
 ) -> Summary:
-    # Two small queries beat one join: the chosen series (a few hundred rows, cached
-    # by the store between ingests), then sums per series id over the windows.
+    # Small queries beat one join: the chosen series (a few hundred rows, cached by
+    # the store between ingests), the windows to leave out, then sums per series id.
     meta = series_of(con, selection) if series is None else series
+    params = {"ids": [m[0] for m in meta], **selection.params()}
+    window = f"list_contains($ids, series_id) AND {_WINDOW_FILTER}"
+    bad, nan_windows = _untrusted_windows(con, params, window)
+    excluded = list(issues)
+    if nan_windows:
+        excluded.append(f"{nan_windows} window(s) with NaN or missing values")
+    params = {"ids": params["ids"], "start": selection.start, "end": selection.end, "bad": bad}
+    window += " AND NOT list_contains($bad, epoch_us(window_start))"
     sums = con.execute(
         f"""
-        SELECT series_id,
-               coalesce(sum(value), 'NaN'::DOUBLE),  -- NULLs skipped, counted next
-               count(*) - count(value),
+        SELECT series_id, sum(value),
                -- epoch microseconds: a Python datetime per row costs more than the query
                epoch_us(min(window_start)), epoch_us(max(window_end))
-        FROM aggregates
-        WHERE list_contains($ids, series_id) AND {_WINDOW_FILTER}
-        GROUP BY series_id
+        FROM aggregates WHERE {window} GROUP BY series_id
         """,
-        {"ids": [m[0] for m in meta], "start": selection.start, "end": selection.end},
+        params,
     ).fetchall()
     keys = {m[0]: m[1:] for m in meta}
     totals: dict[tuple[str, str, str], float] = {}
     points: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    missing = 0
-    for series_id, value, nulls, _, _ in sums:
+    for series_id, value, _, _ in sums:
         cohort, metric, field, le = keys[series_id]
-        missing += nulls
         if field == "bucket":
-            if not math.isnan(value):
-                points.setdefault((cohort, metric), []).append((float(le), value))
+            points.setdefault((cohort, metric), []).append((float(le), value))
         else:
             totals[(cohort, metric, field)] = value
-    if missing:
-        issues = [*issues, f"{missing} aggregate values are NaN or missing (partial data)"]
     buckets = {
         key: (np.array([p[0] for p in pts]), np.array([p[1] for p in pts], dtype=float))
         for key, pts in ((k, sorted(v)) for k, v in points.items())
@@ -259,10 +289,64 @@ def _from_aggregates(
     return summary_from_totals(
         totals,
         buckets,
-        start=_from_epoch_us(min(r[3] for r in sums)) if sums else None,
-        end=_from_epoch_us(max(r[4] for r in sums)) if sums else None,
-        issues=issues,
+        start=_from_epoch_us(min(r[2] for r in sums)) if sums else None,
+        end=_from_epoch_us(max(r[3] for r in sums)) if sums else None,
+        issues=[],
         source="store:aggregates",
+        excluded=excluded,
+        silence=_window_silence(con, params, window, meta),
+    )
+
+
+def _untrusted_windows(
+    con: duckdb.DuckDBPyConnection, params: dict[str, Any], window: str
+) -> tuple[list[int], int]:
+    """Starts (epoch us) of the windows to leave out, and how many of them hold NaN.
+
+    A window is left out, for both cohorts, when any of the pair's values in it is
+    NaN or missing, or when a stored data issue of the pair overlaps it.
+    """
+    pair = "($stable IS NULL OR d.stable = $stable) AND ($canary IS NULL OR d.canary = $canary)"
+    rows = con.execute(
+        f"""
+        SELECT epoch_us(a.window_start),
+               bool_or(a.value IS NULL OR isnan(a.value) OR isinf(a.value)),
+               bool_or(EXISTS (SELECT 1 FROM data_issues AS d WHERE {pair}
+                               AND d.window_start < a.window_end
+                               AND a.window_start < d.window_end))
+        FROM (SELECT * FROM aggregates WHERE {window}) AS a
+        GROUP BY ALL
+        HAVING bool_or(a.value IS NULL OR isnan(a.value) OR isinf(a.value))
+            OR bool_or(EXISTS (SELECT 1 FROM data_issues AS d WHERE {pair}
+                               AND d.window_start < a.window_end
+                               AND a.window_start < d.window_end))
+        """,
+        params,
+    ).fetchall()
+    return [int(r[0]) for r in rows], sum(bool(r[1]) and not r[2] for r in rows)
+
+
+def _window_silence(
+    con: duckdb.DuckDBPyConnection,
+    params: dict[str, Any],
+    window: str,
+    meta: list[tuple[Any, ...]],
+) -> Silence | None:
+    """`Silence` from the trusted windows' task counts of both cohorts."""
+    ids = {m[0]: m[1] == "canary" for m in meta if m[2:4] == ("tasks", "count")}
+    cols = con.execute(
+        f"""
+        SELECT series_id, epoch_us(window_start) AS s, epoch_us(window_end) AS e, value
+        FROM aggregates WHERE {window} AND list_contains($tasks, series_id)
+        """,
+        {**params, "tasks": list(ids)},
+    ).fetchnumpy()
+    canary = np.array([ids[int(i)] for i in cols["series_id"]], dtype=bool)
+    return window_silence(
+        np.asarray(cols["s"], dtype=np.int64),
+        np.asarray(cols["e"], dtype=np.int64),
+        canary,
+        np.asarray(cols["value"], dtype=float),
     )
 
 

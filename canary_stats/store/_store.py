@@ -22,7 +22,7 @@ import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 
-from ..errors import CanaryStatsError, EventsError, StoreError
+from ..errors import CanaryStatsError, EventsError, StoreError, StoreUnreadable
 from ..sources._pull import Pull
 from ..summary import Summary, validate_events
 from . import _releases, _rollouts
@@ -44,7 +44,7 @@ from ._writes import (
     write_pull,
 )
 
-__all__ = ["DEFAULT_PATH", "TABLES", "IngestResult", "Store", "StoreView"]
+__all__ = ["DEFAULT_PATH", "DUCKDB_CONFIG", "TABLES", "IngestResult", "Store", "StoreView"]
 
 #: Where the store lives unless told otherwise (relative to the working directory).
 DEFAULT_PATH = Path("data") / "canary_stats.duckdb"
@@ -52,6 +52,7 @@ DEFAULT_PATH = Path("data") / "canary_stats.duckdb"
 #: Tables exported to Parquet snapshots, in dependency-free order.
 TABLES = (
     "events",
+    "events_duplicates",
     "eval_scores",
     "series",
     "aggregates",
@@ -65,6 +66,61 @@ TABLES = (
 )
 
 _EVAL_COLUMNS = ("request_id", "ts", "release", "cohort", "eval_score")
+
+#: Every connection of canary_stats: no extension is installed or loaded behind our
+#: back (DuckDB would fetch one from the internet to read, say, an SQLite file).
+DUCKDB_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+}
+
+# A DuckDB file: a 4 KiB file header with b"DUCK" at offset 8, two 4 KiB database
+# headers, then blocks of `block_size` bytes.
+_MAGIC, _HEADERS = b"DUCK", 3 * 4096
+
+
+def _check_header(path: Path) -> None:
+    """Refuse, before DuckDB sees it, a file that is not a DuckDB database at all."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(_HEADERS)
+    except OSError as exc:
+        raise StoreUnreadable(f"{path}: cannot read: {exc.strerror}") from None
+    if head[8:12] != _MAGIC:
+        what = "an empty file" if not head else "not a DuckDB file"
+        raise StoreUnreadable(f"{path}: {what}, so not a canary_stats store; left untouched")
+    if len(head) < _HEADERS:
+        raise StoreUnreadable(f"{path}: damaged: {len(head)} bytes, shorter than its headers")
+
+
+def _check_blocks(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Refuse a file that ends before the last block its tables use (a truncated copy).
+
+    Only the tables' metadata is read (one row per column segment), not their data.
+    """
+    tables = [row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
+    if not tables:
+        return
+    segments = " UNION ALL ".join(
+        "SELECT block_id, additional_block_ids FROM pragma_storage_info('{}') "
+        "WHERE persistent".format(t.replace("'", "''"))
+        for t in tables
+    )
+    row = first_row(
+        con.execute(
+            "SELECT max(greatest(block_id, coalesce(list_max(additional_block_ids), -1))), "
+            f"any_value(p.block_size) FROM ({segments}), pragma_database_size() AS p"
+        )
+    )
+    if not row or row[0] is None:
+        return
+    need = _HEADERS + (int(row[0]) + 1) * int(row[1])
+    have = path.stat().st_size
+    if have < need:
+        raise StoreUnreadable(
+            f"{path}: damaged: {have:,} bytes where its data needs {need:,} (truncated?); "
+            "left untouched, restore it from a copy"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,16 +143,29 @@ class Store:
     def __init__(self, path: str | Path = DEFAULT_PATH, *, read_only: bool = False) -> None:
         self.path = Path(path)
         self.read_only = read_only
-        if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        elif not self.path.exists():
+        exists = self.path.exists()
+        if exists:
+            _check_header(self.path)
+        elif read_only:
             raise StoreError(f"{self.path}: no such store")
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
+            self.con = duckdb.connect(str(self.path), read_only=read_only, config=DUCKDB_CONFIG)
         except duckdb.Error as exc:
-            raise StoreError(f"{self.path}: cannot open: {exc}") from None
-        if not read_only:
-            migrate(self.con, str(self.path))
+            # Another process holding the file passes; anything else will not.
+            busy = any(s in str(exc) for s in ("Could not set lock", "Conflicting lock"))
+            raise (StoreError if busy else StoreUnreadable)(
+                f"{self.path}: cannot open: {exc}"
+            ) from None
+        try:
+            if exists:
+                _check_blocks(self.con, self.path)
+            if not read_only:
+                migrate(self.con, str(self.path))
+        except BaseException:
+            self.con.close()
+            raise
         # Per release pair: its series and its latest ingest's failure. This process is
         # the file's only writer, and every ingest clears the cache.
         self._series: dict[tuple[str | None, str | None], list[tuple[Any, ...]]] = {}

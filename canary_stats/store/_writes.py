@@ -6,7 +6,6 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..errors import EventsError
 from ..summary import AGGREGATE_COLUMNS
@@ -14,7 +13,9 @@ from ..summary._checks import utc_timestamps
 from ._schema import first_row
 
 __all__ = [
+    "CONTENT_ID_SQL",
     "EVENT_COLUMNS_SQL",
+    "EVENT_CONTENT",
     "SERIES_KEY",
     "aggregate_rows",
     "check_grid",
@@ -30,6 +31,17 @@ EVENT_COLUMNS_SQL = (
 SERIES_KEY = ("release", "cohort", "metric", "field", "le")
 
 
+#: The content of an event, compared when a stored task's ``request_id`` comes again.
+EVENT_CONTENT = ("ts", "cohort", "release", "success", "latency_ms", "tokens", "eval_score",
+                 "user_id")  # fmt: skip
+
+#: The id of a row without ``request_id``: ``h`` and 16 hex digits of DuckDB's hash of
+#: its content (every column but the id), so the same row always gets the same id.
+CONTENT_ID_SQL = (
+    "printf('h%016x', hash(ts, cohort, release, success, latency_ms, tokens, eval_score, user_id))"
+)
+
+
 def write_events(
     con: duckdb.DuckDBPyConnection,
     batch: pa.Table,
@@ -37,39 +49,73 @@ def write_events(
 ) -> tuple[int, int]:
     """Insert validated events not stored yet; (inserted, skipped).
 
-    Stored duplicates are looked up only in the batch's time range (a task's end
-    time does not change), which keeps re-ingestion cheap on a large store.
+    A ``request_id`` is unique in the store, whatever the time: a row whose id is
+    stored with the same content is skipped; with other content (another time,
+    cohort, release or value) the whole batch is refused, naming an example.
+    Each check is one hash join of the batch against the stored ids, so an
+    ingest costs time linear in the batch and the store, never their product.
     """
-    span = pc.min_max(batch["ts"])
     # Hash only when some rows lack an id: hashing every row costs a fifth of an ingest.
     request_id = (
         "request_id"
         if batch["request_id"].null_count == 0
-        else "coalesce(request_id, printf('h%016x', hash(ts, cohort, release, success, "
-        "latency_ms, tokens, eval_score, user_id)))"
+        else f"coalesce(request_id, {CONTENT_ID_SQL})"
+    )
+    rows = (
+        f"SELECT {request_id} AS request_id, ts, cohort::VARCHAR AS cohort, release, success, "
+        "latency_ms, tokens, eval_score, user_id FROM batch"
     )
     con.register("batch", batch)
-    row = first_row(con.execute("SELECT count(request_id) - count(DISTINCT request_id) FROM batch"))
-    if row and row[0]:
-        raise EventsError("request_id", f"{row[0]} duplicated values; each task must appear once")
-    con.execute(
-        f"""
-        INSERT INTO events
-        SELECT {EVENT_COLUMNS_SQL}, $ingest_id FROM (
-            SELECT {request_id} AS request_id, ts, cohort::cohort_t AS cohort,
-                   release, success, latency_ms, tokens, eval_score, user_id
-            FROM batch
-        ) AS b
-        WHERE NOT EXISTS (
-            SELECT 1 FROM events AS e
-            WHERE e.ts BETWEEN $lo AND $hi AND e.request_id = b.request_id
+    try:
+        row = first_row(
+            con.execute("SELECT count(request_id) - count(DISTINCT request_id) FROM batch")
         )
-        """,
-        {"ingest_id": ingest_id, "lo": span["min"].as_py(), "hi": span["max"].as_py()},
-    )
-    inserted = rows_changed(con)
-    con.unregister("batch")
+        if row and row[0]:
+            raise EventsError(
+                "request_id", f"{row[0]} duplicated values; each task must appear once"
+            )
+        _refuse_changed_tasks(con, rows)
+        con.execute(
+            f"""
+            INSERT INTO events
+            SELECT {EVENT_COLUMNS_SQL}, $ingest_id FROM ({rows}) AS b
+            WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE e.request_id = b.request_id)
+            """,
+            {"ingest_id": ingest_id},
+        )
+        inserted = rows_changed(con)
+    finally:
+        con.unregister("batch")
     return inserted, batch.num_rows - inserted
+
+
+def _refuse_changed_tasks(con: duckdb.DuckDBPyConnection, rows: str) -> None:
+    """Refuse a batch in which a stored ``request_id`` comes with other content."""
+    pairs = [(f"e.{c}::VARCHAR" if c == "cohort" else f"e.{c}", f"b.{c}") for c in EVENT_CONTENT]
+    stored, given = (", ".join(side) for side in zip(*pairs, strict=True))
+    differs = " OR ".join(f"{e} IS DISTINCT FROM {b}" for e, b in pairs)
+    found = con.execute(
+        f"""
+        SELECT count(*) OVER (), b.request_id, e.ingest_id, {stored}, {given}
+        FROM ({rows}) AS b JOIN events AS e USING (request_id)
+        WHERE {differs}
+        ORDER BY b.request_id
+        LIMIT 1
+        """
+    ).fetchall()
+    if not found:
+        return
+    n, example, by, *values = found[0]
+    k = len(EVENT_CONTENT)
+    field, old, new = next(
+        (c, a, b) for c, a, b in zip(EVENT_CONTENT, values[:k], values[k:], strict=True) if a != b
+    )
+    raise EventsError(
+        "request_id",
+        f"{n} tasks are already stored with other content, e.g. {example!r}: {field} "
+        f"{new!s} here, {old!s} as stored by ingest {by}; a request_id names one task, "
+        "so a changed or re-timed task needs a new id (nothing was ingested)",
+    )
 
 
 def write_eval_scores(

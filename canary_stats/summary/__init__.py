@@ -14,13 +14,25 @@ import pandas as pd
 
 from ._aggregates import summarize_aggregates, summary_from_totals
 from ._events import summarize_events, validate_events
-from ._types import AGGREGATE_COLUMNS, EVENT_COLUMNS, CohortSummary, Moments, Summary
+from ._types import (
+    AGGREGATE_COLUMNS,
+    EVENT_COLUMNS,
+    LATENCY_MAX_MS,
+    TOKENS_MAX,
+    CohortSummary,
+    Moments,
+    Silence,
+    Summary,
+)
 
 __all__ = [
     "AGGREGATE_COLUMNS",
     "EVENT_COLUMNS",
+    "LATENCY_MAX_MS",
+    "TOKENS_MAX",
     "CohortSummary",
     "Moments",
+    "Silence",
     "Summary",
     "summarize",
     "summarize_aggregates",

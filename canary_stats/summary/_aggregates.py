@@ -12,9 +12,9 @@ import pandas as pd
 from ..errors import EventsError
 from ..stats import Histogram
 from ._checks import require_columns, utc_timestamps
-from ._types import AGGREGATE_COLUMNS, COHORTS, CohortSummary, Moments, Summary
+from ._types import AGGREGATE_COLUMNS, COHORTS, CohortSummary, Moments, Silence, Summary
 
-__all__ = ["summarize_aggregates", "summary_from_totals"]
+__all__ = ["summarize_aggregates", "summary_from_totals", "window_silence"]
 
 
 def summarize_aggregates(aggregates: pd.DataFrame) -> Summary:
@@ -24,8 +24,10 @@ def summarize_aggregates(aggregates: pd.DataFrame) -> Summary:
     ``count``, ``success``, ``sum``, ``sum_sq`` or ``bucket`` (cumulative, with
     its ``le``). Metrics: ``tasks`` (``count``, ``success``), ``latency_ms``
     (``bucket``), ``tokens_per_task`` and ``eval_score`` (``count``, ``sum``,
-    and ``sum_sq`` or ``bucket``). Windows must not overlap; NaN values make the
-    summary untrustworthy (the judge holds) rather than an error.
+    and ``sum_sq`` or ``bucket``). Windows must not overlap. A window with a NaN
+    or missing value is left out of the evidence, for both cohorts, and named in
+    ``Summary.excluded`` (the judge holds on it, and still rolls back on a
+    violation proven by the other windows); a window without tasks is data.
 
     Prometheus histograms carry no sum of squares. For tokens and eval scores the
     second moment then comes from the buckets, each bucket's mass spread evenly
@@ -45,13 +47,18 @@ def summarize_aggregates(aggregates: pd.DataFrame) -> Summary:
             "cohort", f"unknown labels {unknown[:5]}; expected 'stable', 'canary' or 'shadow'"
         )
     values = pd.to_numeric(df["value"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    issues: list[str] = []
-    nan = np.isnan(values)
-    if nan.any():
-        issues.append(f"{int(nan.sum())} aggregate values are NaN or missing (partial data)")
+    nan = np.isnan(values) | np.isinf(values)
     if np.any(values[~nan] < 0):
         raise EventsError("value", "aggregate counts and sums must be >= 0")
     df["value"] = values
+    excluded: list[str] = []
+    if nan.any():
+        bad = df.loc[nan, "window_start"].unique()
+        excluded.append(
+            f"{bad.size} window(s) from {pd.Timestamp(bad.min()):%Y-%m-%d %H:%M}Z with "
+            f"{int(nan.sum())} NaN, infinite or missing values"
+        )
+        df = df[~df["window_start"].isin(bad)]
     key = ["cohort", "metric", "field", "le"]
     df["le"] = pd.to_numeric(df["le"], errors="coerce")
     for _, group in df.sort_values("window_start").groupby(key, dropna=False):
@@ -67,9 +74,42 @@ def summarize_aggregates(aggregates: pd.DataFrame) -> Summary:
     start = df["window_start"].min().floor("us").to_pydatetime() if len(df) else None
     end = df["window_end"].max().floor("us").to_pydatetime() if len(df) else None
     total_map = {_key3(k): float(v) for k, v in totals.items()}
-    return summary_from_totals(
-        total_map, _bucket_arrays(buckets), start=start, end=end, issues=issues
+    tasks = df[(df["metric"] == "tasks") & (df["field"] == "count")]
+    silence = window_silence(
+        tasks["window_start"].to_numpy("datetime64[us]").view("i8"),
+        tasks["window_end"].to_numpy("datetime64[us]").view("i8"),
+        (tasks["cohort"] == "canary").to_numpy(),
+        tasks["value"].to_numpy(dtype=float) * (tasks["cohort"] != "shadow").to_numpy(),
     )
+    return summary_from_totals(
+        total_map,
+        _bucket_arrays(buckets),
+        start=start,
+        end=end,
+        issues=[],
+        excluded=excluded,
+        silence=silence,
+    )
+
+
+def window_silence(
+    starts_us: np.ndarray, ends_us: np.ndarray, is_canary: np.ndarray, tasks: np.ndarray
+) -> Silence | None:
+    """`Silence` from per-window task counts (one row per cohort and window).
+
+    The canary is silent from the end of its last window with a task (the first
+    window's start when it has none) to the last window's end; the stable tasks
+    are those of the windows that start after that.
+    """
+    if not starts_us.size:
+        return None
+    has_canary = is_canary & (tasks > 0)
+    first = int(starts_us.min())
+    since = int(ends_us.max(where=has_canary, initial=first))
+    stable_tasks = float(tasks[~is_canary & (starts_us >= since)].sum())
+    if stable_tasks <= 0:
+        return None
+    return Silence((int(ends_us.max()) - since) / 60e6, stable_tasks)
 
 
 def summary_from_totals(
@@ -80,6 +120,8 @@ def summary_from_totals(
     end: datetime | None,
     issues: list[str],
     source: str = "aggregates",
+    excluded: list[str] | tuple[str, ...] = (),
+    silence: Silence | None = None,
 ) -> Summary:
     """Build a `Summary` from aggregate totals already summed over windows.
 
@@ -92,7 +134,31 @@ def summary_from_totals(
     cohorts = {
         name: _cohort_from_totals(totals, buckets, name, issues) for name in ("stable", "canary")
     }
-    return Summary(cohorts["stable"], cohorts["canary"], start, end, tuple(issues), source)
+    tokens = [(name, "tokens_per_task") for name in cohorts]
+    return Summary(
+        cohorts["stable"],
+        cohorts["canary"],
+        start,
+        end,
+        tuple(issues),
+        source,
+        excluded=tuple(excluded),
+        tokens_max=max(
+            (_largest_bucketed(*buckets[key]) for key in tokens if key in buckets),
+            default=float("nan"),
+        ),
+        silence=silence,
+    )
+
+
+def _largest_bucketed(edges: np.ndarray, cumulative: np.ndarray) -> float:
+    """A lower bound on the largest value: the lower edge of the highest occupied bucket."""
+    counts = np.diff(np.maximum.accumulate(cumulative), prepend=0.0)
+    occupied = np.flatnonzero(counts > 0)
+    if not occupied.size:
+        return float("nan")
+    top = int(occupied[-1])
+    return float(edges[top - 1]) if top > 0 else 0.0
 
 
 def _key3(key: object) -> tuple[str, str, str]:

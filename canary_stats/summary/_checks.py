@@ -140,8 +140,15 @@ def _stable_or_canary(labels: pa.ChunkedArray) -> np.ndarray | None:
 
 
 def numeric_column(
-    df: pd.DataFrame, name: str, *, low: float, high: float = np.inf, nullable: bool = False
+    df: pd.DataFrame,
+    name: str,
+    *,
+    low: float,
+    high: float = np.inf,
+    nullable: bool = False,
+    why: str = "",
 ) -> np.ndarray:
+    """The column as floats in ``[low, high]``; ``why`` explains the bound in the error."""
     col = df[name]
     try:
         if col.dtype == np.float64:
@@ -160,7 +167,7 @@ def numeric_column(
     if bad.any():
         expect = f"in [{low:g}, {high:g}]" if np.isfinite(high) else f"a finite number >= {low:g}"
         kind = "NaN, infinite or out of range" if not nullable else "out of range"
-        raise EventsError(name, f"{int(bad.sum())} rows are {kind}; expected {expect}")
+        raise EventsError(name, f"{int(bad.sum())} rows are {kind}; expected {expect}{why}")
     return x
 
 

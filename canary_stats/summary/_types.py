@@ -16,9 +16,12 @@ __all__ = [
     "COHORTS",
     "COHORT_SET",
     "EVENT_COLUMNS",
+    "LATENCY_MAX_MS",
+    "TOKENS_MAX",
     "VALUE_METRICS",
     "CohortSummary",
     "Moments",
+    "Silence",
     "Summary",
 ]
 
@@ -28,6 +31,12 @@ COHORTS = ("stable", "canary", "shadow")
 COHORT_SET = pa.array(COHORTS)
 #: The metrics a summary carries values of (beyond task and success counts).
 VALUE_METRICS = frozenset({"latency_ms", "tokens_per_task", "eval_score"})
+#: The data contract's bounds on one task (a week; a billion tokens). Values beyond them
+#: are refused wherever events are read: they are corrupt, and their squares could
+#: overflow the sums the tests are built on. A manifest's ``max_tokens_per_task`` is the
+#: tighter bound the judge checks.
+LATENCY_MAX_MS = 7 * 86_400_000.0
+TOKENS_MAX = 1e9
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +105,27 @@ class CohortSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class Silence:
+    """How long the canary has finished no task while the stable cohort kept working.
+
+    ``minutes`` runs from the canary's last task (the data's start when it has none)
+    to the end of the data; ``stable_tasks`` is what stable finished in that time.
+    """
+
+    minutes: float
+    stable_tasks: float
+
+
+@dataclass(frozen=True, slots=True)
 class Summary:
-    """Both cohorts over one analysis window, with anything that makes it untrustworthy."""
+    """Both cohorts over one analysis window, with anything that makes it untrustworthy.
+
+    ``issues`` taint the whole summary (the judge holds before anything else);
+    ``excluded`` names windows left out of the evidence as untrustworthy (the judge
+    holds, but a violation proven on the rest is still a rollback). ``tokens_max``
+    is the largest tokens value of any task (a lower bound on it for histograms),
+    checked against the manifest's ``max_tokens_per_task``.
+    """
 
     stable: CohortSummary
     canary: CohortSummary
@@ -105,6 +133,9 @@ class Summary:
     end: datetime | None = None
     issues: tuple[str, ...] = field(default=())
     source: str = "events"
+    excluded: tuple[str, ...] = field(default=())
+    tokens_max: float = float("nan")
+    silence: Silence | None = None
 
     @property
     def span(self) -> timedelta:
