@@ -91,6 +91,10 @@ def test_table_format(files: dict[str, Path]) -> None:
         "table",
     )
     assert code == 20 and "ROLLBACK" in out and "task_success_rate" in out
+    # The seed's guardrails are absolute except the token ratio: stable counts only there.
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 5}
+    assert rows["task_success_rate"].rstrip(" │").endswith("/ —")
+    assert not rows["token_spend_delta"].rstrip(" │").endswith("/ —")
 
 
 @pytest.mark.slow
@@ -128,3 +132,47 @@ def test_simulate_reports_operating_characteristics() -> None:
     assert code == 0 and "rolled_back" in out and "task_success_rate" in out
     code, out = _run("simulate", "--manifest", str(SEED_MANIFEST), "--regression", "speed=2")
     assert code == 2 and "unknown field 'speed'" in out
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("success_drop=1.5", "regression.success_drop: expected a drop of the success "
+         "probability in [0, 1); got 1.5"),
+        ("success_drop=-0.1", "regression.success_drop: expected a drop of the success "
+         "probability in [0, 1); got -0.1"),
+        ("success_drop=0.99", "regression.success_drop: 0.99 leaves the canary a success rate "
+         "of -0.005 (stable's 0.985 minus the drop); expected a drop of at most 0.985"),
+        ("eval_drop=0.95", "regression.eval_drop: 0.95 leaves the canary a mean eval score of "
+         "-0.02 (stable's 0.93 minus the drop); expected a drop of at most 0.93"),
+        ("latency_factor=0", "regression.latency_factor: expected a latency multiplier > 0; "
+         "got 0.0"),
+        ("tail_share=1.2", "regression.tail_share: expected a share of canary tasks in [0, 1]; "
+         "got 1.2"),
+        ("tail_factor=-3", "regression.tail_factor: expected a tail latency multiplier > 0; "
+         "got -3.0"),
+        ("token_factor=nan", "regression.token_factor: expected a token multiplier > 0; got nan"),
+        ("eval_drop=inf", "regression.eval_drop: expected a drop of the mean eval score in "
+         "[0, 1); got inf"),
+    ],
+)  # fmt: skip
+def test_simulate_refuses_impossible_regressions(change: str, message: str) -> None:
+    args = ("simulate", "--manifest", str(SEED_MANIFEST), "--runs", "1", "--regression", change)
+    code, out = _run(*args)
+    assert code == 2 and message in " ".join(out.split()), out
+
+
+def test_impossible_regressions_are_refused_in_python_too() -> None:
+    from canary_stats.errors import InputError
+    from canary_stats.sources.synthetic import Workload, generate_tasks
+
+    with pytest.raises(InputError, match=r"^regression\.success_drop: expected .* got 1\.5$"):
+        Regression(success_drop=1.5)
+    with pytest.raises(InputError, match=r"leaves the canary a success rate of -0\.1 "):
+        generate_tasks(
+            Workload(success_rate=0.8),
+            canary_share=0.1,
+            minutes=1,
+            regression=Regression(success_drop=0.9),
+        )
+    Regression(success_drop=0.0, tail_share=1.0, latency_factor=0.5)  # edges that can happen

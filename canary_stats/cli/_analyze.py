@@ -156,9 +156,9 @@ def simulate(
         policy = Policy.from_manifest(manifest)
         changes = _parse_regression(regression or [])
         reg = Regression(**changes)
+        outcomes = [simulate_rollout(policy, None, reg, rng=seed + i) for i in range(runs)]
     except CanaryStatsError as exc:
         raise fail(exc) from None
-    outcomes = [simulate_rollout(policy, None, reg, rng=seed + i) for i in range(runs)]
     what = ", ".join(f"{k}={v:g}" for k, v in changes.items()) or "identical to stable"
     table = Table(title=f"{runs} simulated rollouts of {manifest.name}; canary: {what}")
     for col in ("outcome", "share", "median minutes", "guardrails that failed"):

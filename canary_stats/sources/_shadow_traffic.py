@@ -63,6 +63,7 @@ def generate_shadow_events(
     """
     if not 0.0 <= correlation <= 1.0:
         raise ValueError(f"`correlation` must be in [0, 1]; got {correlation!r}.")
+    regression.check(workload)
     gen = np.random.default_rng(rng)
     start = start or datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
     minutes = duration.total_seconds() / 60

@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from ..errors import InputError
+
 __all__ = [
     "Regression",
     "Tasks",
@@ -23,6 +25,17 @@ __all__ = [
     "generate_events",
     "generate_tasks",
 ]
+
+
+#: Each Regression field -> (whether a finite value is possible, what is expected).
+_REGRESSION_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "success_drop": (lambda v: 0 <= v < 1, "a drop of the success probability in [0, 1)"),
+    "latency_factor": (lambda v: v > 0, "a latency multiplier > 0"),
+    "tail_share": (lambda v: 0 <= v <= 1, "a share of canary tasks in [0, 1]"),
+    "tail_factor": (lambda v: v > 0, "a tail latency multiplier > 0"),
+    "token_factor": (lambda v: v > 0, "a token multiplier > 0"),
+    "eval_drop": (lambda v: 0 <= v < 1, "a drop of the mean eval score in [0, 1)"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +55,14 @@ class Regression:
         Tokens per canary task multiplied by this.
     eval_drop : float
         Absolute drop of the mean eval score.
+
+    Raises
+    ------
+    InputError
+        For a value no canary can have, naming ``regression.<field>``: a drop outside
+        [0, 1), a share outside [0, 1], a factor that is not > 0, or a value that is
+        not a finite number. `check` also refuses, for a given workload, a drop
+        larger than stable's success rate or mean eval score.
     """
 
     success_drop: float = 0.0
@@ -50,6 +71,26 @@ class Regression:
     tail_factor: float = 1.0
     token_factor: float = 1.0
     eval_drop: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name, (allowed, expected) in _REGRESSION_RANGES.items():
+            value = getattr(self, name)
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not (number and np.isfinite(value) and allowed(value)):
+                raise InputError(f"regression.{name}", f"expected {expected}; got {value!r}")
+
+    def check(self, workload: Workload) -> None:
+        """Refuse a drop that would leave the canary below zero on ``workload``."""
+        for name, drop, base, what in (
+            ("success_drop", self.success_drop, workload.success_rate, "success rate"),
+            ("eval_drop", self.eval_drop, workload.eval_mean, "mean eval score"),
+        ):
+            if base - drop < 0:
+                raise InputError(
+                    f"regression.{name}",
+                    f"{drop:g} leaves the canary a {what} of {base - drop:g} (stable's "
+                    f"{base:g} minus the drop); expected a drop of at most {base:g}",
+                )
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +148,7 @@ def generate_tasks(
     if not 0.0 <= canary_share <= 1.0:
         raise ValueError(f"`canary_share` must be in [0, 1]; got {canary_share!r}.")
     reg = regression or Regression()
+    reg.check(workload)
     gen = np.random.default_rng(rng)
     per_minute = np.arange(int(np.ceil(minutes)), dtype=float)
     rate = workload.tasks_per_minute * (1 + _drift(workload, per_minute + 0.5, phase))
