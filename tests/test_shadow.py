@@ -413,3 +413,7 @@ def test_cli_judges_shadow_traffic_as_pairs(tmp_path: Path) -> None:
     without = CliRunner().invoke(app, ["analyze", "--db", str(tmp_path / "x.duckdb"), "--manifest",
                                        str(manifest), "--stage", "1", "--shadow"])  # fmt: skip
     assert without.exit_code == 2 and "--shadow" in without.output
+    # The shadow file judged as a canary's: exit 2 with the hint, not a hold.
+    plain = CliRunner().invoke(app, args[:-1])
+    assert plain.exit_code == 2, plain.output
+    assert "shadow file" in plain.output and "--shadow" in plain.output

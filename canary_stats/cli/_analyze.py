@@ -7,6 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -14,10 +15,11 @@ from rich.table import Table
 from .._verdict import Verdict
 from ..errors import CanaryStatsError, InputError
 from ..judge import analyze as analyze_events
+from ..judge import load_events
 from ..policy import Policy
 from ..shadow import analyze_shadow
 from ..store import Store
-from ._app import EXIT_CODES, app, fail, parse_time
+from ._app import EXIT_CODES, app, existing_store, fail, parse_time
 
 __all__ = ["verdict_table"]
 
@@ -83,7 +85,7 @@ def analyze(
                 raise InputError("--shadow", "shadow mode judges an events file, not --db")
             verdict = analyze_shadow(events, policy, stage=stage, elapsed=elapsed)
         elif db is not None:
-            with Store(db) as store:
+            with Store(existing_store(db)) as store:
                 view = store.select(
                     stable=stable_version,
                     canary=canary_version,
@@ -92,7 +94,10 @@ def analyze(
                 )
                 verdict = analyze_events(view, policy, stage=stage, elapsed=elapsed)
         else:
-            verdict = analyze_events(events, policy, stage=stage, elapsed=elapsed)
+            assert events is not None  # one of events and --db, checked above
+            frame = load_events(events)
+            _no_shadow_without_flag(frame)
+            verdict = analyze_events(frame, policy, stage=stage, elapsed=elapsed)
     except CanaryStatsError as exc:
         raise fail(exc) from None
     if format is OutputFormat.json:
@@ -100,6 +105,20 @@ def analyze(
     else:
         Console(width=max(Console().width, 120)).print(verdict_table(verdict))
     raise typer.Exit(EXIT_CODES[verdict.decision])
+
+
+def _no_shadow_without_flag(events: pd.DataFrame) -> None:
+    """Shadow runs without canary rows are a shadow file: say so instead of holding."""
+    if "cohort" not in events.columns:
+        return  # aggregates or a broken file: the judge names what is wrong
+    cohorts = events["cohort"].astype("string")
+    shadow = int((cohorts == "shadow").sum())
+    if shadow and not (cohorts == "canary").any():
+        raise InputError(
+            "cohort",
+            f"{shadow} shadow rows and no canary rows: this is a shadow file; "
+            "judge mirrored traffic with --shadow",
+        )
 
 
 def verdict_table(verdict: Verdict) -> Table:
@@ -128,7 +147,8 @@ def verdict_table(verdict: Verdict) -> Table:
             f"{m.estimate:.4g}",
             f"[{m.low:.4g}, {m.high:.4g}]",
             m.description,
-            f"{m.n_canary:.0f} / {m.n_stable:.0f}",
+            # An absolute guardrail reads the canary alone: stable has no count there.
+            f"{m.n_canary:.0f} / " + ("—" if m.contrast == "absolute" else f"{m.n_stable:.0f}"),
         )
     return table
 

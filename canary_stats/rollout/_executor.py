@@ -332,8 +332,14 @@ class RolloutExecutor:
             if isinstance(effect, str):
                 self._refuse(cmd.id, state.seq, effect, now)
                 continue
-            self._reason = f"{cmd.command} by {cmd.requested_by}"
-            state = self._write(state, _Next(*effect), now, command_id=cmd.id)
+            nxt = _Next(*effect)
+            # A human's command, not the judge, decides this check: the judge's last
+            # decision ("hold") must not be shown beside it.
+            self._decision, self._verdict = None, None
+            self._reason = str(
+                (nxt.detail or {}).get("reason") or f"{cmd.command} by {cmd.requested_by}"
+            )
+            state = self._write(state, nxt, now, command_id=cmd.id)
             state = self._follow_ups(state, now)
         return state
 

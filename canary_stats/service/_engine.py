@@ -32,6 +32,7 @@ from ..judge import analyze
 from ..policy import Policy
 from ..sources.prometheus import PrometheusSource
 from ..store import Store
+from ._errors import UnknownRelease
 from ._known import KnownReleases
 from ._metrics import ServiceMetrics
 from ._models import Decision, Release
@@ -332,7 +333,12 @@ class JudgeService:
         policy = self._policy(Path(key.manifest))
         with self._lock:  # a release forgotten meanwhile is still answered, not cached
             entry = self._entries.get(key) or _Entry(last_asked=time.monotonic())
-        self.require_known(key.stable)
+        try:
+            self.require_known(key.stable)
+        except UnknownRelease:
+            with self._lock:  # a 404 is not refreshed in the background
+                self._entries.pop(key, None)
+            raise
         now = datetime.now(UTC)
         start = key.started_at or entry.start
         if start is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
@@ -21,12 +22,15 @@ from ..store import Store
 from ..store._schema import first_row
 from ._errors import UnknownRelease
 
-__all__ = ["LOOKBACK", "KnownReleases", "known_release"]
+__all__ = ["LOOKBACK", "UNKNOWN_SECONDS", "KnownReleases", "known_release"]
 
 log = logging.getLogger("canary_stats.service")
 
 #: How far back Prometheus is asked whether a release ever reported.
 LOOKBACK = timedelta(days=7)
+#: Seconds an unknown release stays unknown before store and source are asked again:
+#: a caller polling a misspelt release must not cost a Prometheus query every time.
+UNKNOWN_SECONDS = 60.0
 
 
 def known_release(store: Store, version: str) -> bool:
@@ -46,16 +50,27 @@ def known_release(store: Store, version: str) -> bool:
 class KnownReleases:
     """Releases found in the store or the source; once found, a release stays known."""
 
-    def __init__(self, source: PrometheusSource | None) -> None:
+    def __init__(
+        self, source: PrometheusSource | None, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._source = source
+        self._clock = clock
         self._lock = threading.Lock()
         self._found: set[str] = set()
+        self._unknown: dict[str, tuple[float, str]] = {}  # until when, and why
 
     def require(self, stable: str, store: Callable[[], AbstractContextManager[Store]]) -> None:
-        """Raise `UnknownRelease` unless ``stable`` is known; ``store`` locks the store."""
+        """Raise `UnknownRelease` unless ``stable`` is known; ``store`` locks the store.
+
+        An unknown release is answered from memory for `UNKNOWN_SECONDS`, then asked
+        about again (it may have been registered or deployed meanwhile).
+        """
         with self._lock:
             if stable in self._found:
                 return
+            remembered = self._unknown.get(stable)
+            if remembered is not None and self._clock() < remembered[0]:
+                raise UnknownRelease("stable", remembered[1])
         with store() as opened:
             known = known_release(opened, stable)
         where = "not registered and no data stored"
@@ -67,8 +82,12 @@ class KnownReleases:
                 log.warning("cannot ask the source about %s: %s", stable, exc)
                 known = True
         if not known:
-            raise UnknownRelease(
-                "stable", f"release {stable!r} is unknown ({where}); check the label value"
-            )
+            why = f"release {stable!r} is unknown ({where}); check the label value"
+            with self._lock:
+                if len(self._unknown) > 1000:
+                    self._unknown.clear()  # bounded: callers may send any label value
+                self._unknown[stable] = (self._clock() + UNKNOWN_SECONDS, why)
+            raise UnknownRelease("stable", why)
         with self._lock:
             self._found.add(stable)
+            self._unknown.pop(stable, None)

@@ -189,13 +189,20 @@ def test_manual_commands(tmp_path: Path) -> None:
             rig.queue(command)
         rig.clock.sleep(600)
         status = ex.tick()
-        assert status.phase == "paused" and status.reason == "pause by ana"
+        assert status.phase == "paused" and status.reason == "paused by ana"
         assert not status.checked  # no check while paused
         rig.queue("resume")
         rig.queue("promote", by="lead")
         rig.clock.sleep(600)
         status = ex.tick()
         assert (status.phase, status.stage, status.traffic) == ("running", 1, 10.0)
+        # The human decided this check: the judge's last "hold" is not shown beside it.
+        assert status.decision is None and status.reason == "promoted manually by lead"
+        from canary_stats.cli._rollout import status_line
+
+        assert "hold" not in status_line(status) and "promoted manually by lead" in status_line(
+            status
+        )
         rig.queue("abort", by="lead")
         rig.clock.sleep(600)
         assert ex.tick().phase == "rolled_back"

@@ -168,3 +168,22 @@ def test_flagger_never_rolls_back_when_the_judge_is_down(db: Path) -> None:
         svc.app.state.service.stop()
         res = svc.flagger("rollback", flagger_payload(ROLLBACK.metadata()))
         assert not 200 <= res.status_code <= 202  # Flagger's "yes" is 200-202
+
+
+def test_an_unknown_stable_is_not_asked_about_on_every_poll(db: Path) -> None:
+    """A 404 is remembered: neither polls nor the refresher ask Prometheus again at once."""
+    from tests.integration._prometheus import StubServer, json_reply
+
+    empty = {"status": "success", "data": {"resultType": "matrix", "result": []}}
+    with StubServer(lambda request: json_reply(empty)) as prometheus:
+        source = PrometheusConfig(url=prometheus.url, timeout=2, retries=0)
+        settings = settings_for(db, prometheus=source, refresh_interval=0.05)
+        with RunningService(settings) as svc:
+            body = {**PROMOTE.argo_body(), "stable": "s-typo"}
+            assert svc.argo(body).status_code == 404
+            asked = len(prometheus.requests)
+            assert asked >= 1  # it was asked once: the store alone did not know the release
+            for _ in range(5):
+                assert svc.argo(body).status_code == 404
+            time.sleep(0.5)  # ten refresh cycles
+            assert len(prometheus.requests) == asked
