@@ -11,12 +11,14 @@
     │   ├── SourceUnavailable server down, timed out, refused, or not Prometheus at all
     │   └── SourceResponseError  an answer of the wrong shape (a matrix where a vector was due)
     ├── StoreError            the DuckDB store cannot be opened, migrated or written
+    │   └── StoreUnreadable   not a store this canary_stats can open: damaged, truncated,
+    │                         another format, or a newer schema (never written to)
     ├── BackendError          a rollout backend could not move traffic or deploy a manifest
     └── InsufficientData      too little or untrustworthy data: a *hold*, never an error exit
 
 Every interface maps these classes in one place: the CLI to exit codes (2 for
-``InputError``, 3 for ``SourceError``, 1 otherwise, ``BackendError`` included), the
-service to HTTP statuses.
+``InputError``, 3 for ``SourceError`` and ``StoreUnreadable``, 1 otherwise,
+``BackendError`` included), the service to HTTP statuses.
 
 Every class survives ``pickle`` (multiprocessing pools, parallel notebooks) with its
 message and attributes: an error is rebuilt from its ``args`` and attributes, not by
@@ -39,6 +41,7 @@ __all__ = [
     "SourceResponseError",
     "SourceUnavailable",
     "StoreError",
+    "StoreUnreadable",
 ]
 
 
@@ -109,6 +112,15 @@ class SourceResponseError(SourceError):
 
 class StoreError(CanaryStatsError):
     """The DuckDB store cannot be opened, migrated or written."""
+
+
+class StoreUnreadable(StoreError):
+    """The file is not a store this canary_stats can open; it is left untouched.
+
+    Damaged or truncated, another format (an SQLite file, random bytes, an empty
+    file), or written by a newer canary_stats. A lock held by another process is
+    a plain `StoreError`: that passes, this does not.
+    """
 
 
 class BackendError(CanaryStatsError):

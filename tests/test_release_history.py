@@ -99,7 +99,9 @@ def test_cli_register_and_previous(tmp_path: Path) -> None:
     for path in (old, new):
         res = runner.invoke(app, ["manifest", "hash", str(path)])
         assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["manifest", "register", str(old), "--db", str(db), "--stable"])
+    res = runner.invoke(
+        app, ["manifest", "register", str(old), "--db", str(db), "--stable", "--create"]
+    )
     assert res.exit_code == 0 and "as stable" in res.output
     res = runner.invoke(app, ["manifest", "register", str(new), "--db", str(db)])
     assert res.exit_code == 0

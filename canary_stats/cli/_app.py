@@ -1,17 +1,19 @@
 """The typer application every ``canary-stats`` command hangs off, and its error mapping.
 
-Exit codes: 0 promote, 10 hold, 20 rollback (``analyze``); 2 bad input; 3 a data
-source that could not deliver; 1 any other canary_stats error.
+Exit codes: 0 promote, 10 hold, 20 rollback (``analyze``); 2 bad input (a missing
+store included); 3 a data source that could not deliver or a store file that cannot
+be opened; 1 any other canary_stats error.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import typer
 from rich.console import Console
 
-from ..errors import CanaryStatsError, InputError, SourceError
+from ..errors import CanaryStatsError, InputError, SourceError, StoreUnreadable
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -19,6 +21,7 @@ __all__ = [
     "EXIT_SOURCE",
     "app",
     "err_console",
+    "existing_store",
     "fail",
     "parse_time",
 ]
@@ -40,7 +43,7 @@ def fail(exc: CanaryStatsError) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {exc}")
     if isinstance(exc, InputError):
         return typer.Exit(EXIT_BAD_INPUT)
-    if isinstance(exc, SourceError):
+    if isinstance(exc, SourceError | StoreUnreadable):
         return typer.Exit(EXIT_SOURCE)
     return typer.Exit(1)
 
@@ -58,3 +61,13 @@ def parse_time(value: str, field: str) -> datetime:
     if parsed.tzinfo is None:
         raise InputError(field, f"{value!r} has no time zone; add Z or an offset such as +00:00")
     return parsed.astimezone(UTC)
+
+
+def existing_store(db: Path) -> Path:
+    """``db`` if it is a file: commands that read never create a store (exit 2)."""
+    if not db.is_file():
+        what = "is not a file" if db.exists() else "no such store file"
+        raise InputError(
+            "--db", f"{db}: {what}; check the path (only ingest, serve and rollout run create one)"
+        )
+    return db

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
+import pandas as pd
 import typer
 
 from ..errors import CanaryStatsError, InputError, SourceError
@@ -14,7 +15,10 @@ from ..policy import parse_duration
 from ..sources._pull import Pull
 from ..store import DEFAULT_PATH, IngestResult, Store
 from ..summary import AGGREGATE_COLUMNS
-from ._app import app, fail, parse_time
+from ._app import app, existing_store, fail, parse_time
+
+if TYPE_CHECKING:
+    from ..sources.prometheus import PrometheusSource
 
 __all__ = ["ingest_app"]
 
@@ -88,12 +92,29 @@ def ingest_prometheus(
                     source, str(exc), stable=stable_version, canary=canary_version
                 )
                 raise
+            if pull.unmatched:
+                raise _unmatched(PrometheusSource(settings), pull, stable_version, canary_version)
             result = store.ingest_pull(
                 pull, stable=stable_version, canary=canary_version, source=source
             )
     except CanaryStatsError as exc:
         raise fail(exc) from None
     _report(result, db, kinds=sorted({i.kind for i in pull.issues}))
+
+
+def _unmatched(source: PrometheusSource, pull: Pull, stable: str, canary: str) -> InputError:
+    """The error for a pull in which a cohort matched no series at all (nothing is stored)."""
+    version = {"stable": stable, "canary": canary}
+    which = "; ".join(
+        f"{cohort} release {version[cohort]!r} ({source.task_selector(version[cohort])})"
+        for cohort in pull.unmatched
+    )
+    return InputError(
+        f"--{pull.unmatched[0]}-version",
+        f"no series match {which} between {pull.start:%Y-%m-%dT%H:%M:%SZ} and "
+        f"{pull.end:%Y-%m-%dT%H:%M:%SZ}; check the version, the cohort label and the "
+        "selectors (nothing was stored)",
+    )
 
 
 @ingest_app.command("file")
@@ -106,13 +127,24 @@ def ingest_file(
     ],
     db: Annotated[Path, typer.Option("--db", help=_DB_HELP)] = DEFAULT_PATH,
     stable_version: Annotated[
-        str | None, typer.Option(help="For aggregates: the stable release they describe.")
+        str | None,
+        typer.Option(help="The stable release: of aggregates, or of event rows with no release."),
     ] = None,
     canary_version: Annotated[
-        str | None, typer.Option(help="For aggregates: the canary release they describe.")
+        str | None,
+        typer.Option(
+            help="The canary release: of aggregates, or of event rows with no release "
+            "(canary and shadow rows)."
+        ),
     ] = None,
 ) -> None:
-    """Load raw events, per-window aggregates or a report card; all or nothing."""
+    """Load raw events, per-window aggregates or a report card; all or nothing.
+
+    Events keep the release they carry; rows without one take --stable-version or
+    --canary-version by cohort, so judging by release finds them. A task already
+    stored (same request_id, same content) is skipped; one stored with other content
+    (a re-timed or relabelled export) refuses the whole file (exit 2).
+    """
     from ..sources.files import load_events
     from ..sources.report_card import load_report_card
 
@@ -133,10 +165,21 @@ def ingest_file(
                         Pull(frame), stable=stable_version, canary=canary_version, source=source
                     )
                 else:
+                    frame = _label(frame, stable_version, canary_version)
                     result = store.ingest_events(frame, source=source)
     except CanaryStatsError as exc:
         raise fail(exc) from None
     _report(result, db)
+
+
+def _label(frame: pd.DataFrame, stable: str | None, canary: str | None) -> pd.DataFrame:
+    """Events whose release is missing, labelled by cohort (canary and shadow: ``canary``)."""
+    if stable is None and canary is None:
+        return frame
+    given = frame["release"] if "release" in frame.columns else pd.Series(pd.NA, frame.index)
+    cohort = frame["cohort"].astype("string")
+    by_cohort = cohort.map({"stable": stable, "canary": canary, "shadow": canary}).astype("string")
+    return frame.assign(release=given.astype("string").fillna(by_cohort))
 
 
 @app.command()
@@ -146,7 +189,7 @@ def export(
 ) -> None:
     """Write a consistent Parquet snapshot of the store (for notebooks)."""
     try:
-        with Store(db) as store:
+        with Store(existing_store(db)) as store:
             paths = store.export(out)
     except CanaryStatsError as exc:
         raise fail(exc) from None

@@ -10,7 +10,7 @@ import typer
 
 from ..errors import CanaryStatsError, InputError
 from ..store import DEFAULT_PATH
-from ._app import app, fail
+from ._app import app, existing_store, fail
 
 __all__ = ["ReportFormat"]
 
@@ -53,9 +53,7 @@ def report(
             iso = parse_week(week)
         except InputError as exc:  # name the option as typed
             raise InputError("--week", str(exc).removeprefix("week: ")) from None
-        if not db.is_file():
-            raise InputError("--db", f"{db}: no such store file")
-        data = build_report(db, iso, rng=seed, n_resamples=resamples)
+        data = build_report(existing_store(db), iso, rng=seed, n_resamples=resamples)
         text = render_html(data) if format is ReportFormat.html else render_markdown(data)
         target = out or Path(f"report-{iso.label}.{format.value}")
         try:

@@ -33,7 +33,7 @@ from ..rollout._postmortem import describe_postmortem, fmt_number
 from ..rollout._state import fold, rollout_id, with_store
 from ..store import DEFAULT_PATH, Store
 from ..store._rollouts import Command, CommandRecord
-from ._app import EXIT_CODES, EXIT_SOURCE, app, fail
+from ._app import EXIT_CODES, EXIT_SOURCE, app, existing_store, fail
 
 __all__ = ["progress_view", "queue_command", "rollout_app", "rollout_report", "status_line"]
 
@@ -255,9 +255,7 @@ def queue_command(
             raise
         return next(c for c in store.commands(rid) if c.id == record.id)
 
-    if not Path(db).exists():
-        raise InputError("--db", f"{db}: no such store")
-    return with_store(db, queue, timeout=timeout)
+    return with_store(existing_store(Path(db)), queue, timeout=timeout)
 
 
 def _command(verb: Command, summary: str) -> None:
@@ -333,9 +331,9 @@ def rollout_report(
             "last_verdict": json.loads(found[0][0]) if found else None,
         }  # fmt: skip
 
-    if not Path(db).exists():
-        raise InputError("--db", f"{db}: no such store")
-    report: dict[str, Any] = with_store(db, read, read_only=True, timeout=timeout)
+    report: dict[str, Any] = with_store(
+        existing_store(Path(db)), read, read_only=True, timeout=timeout
+    )
     return report
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import duckdb
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnreadable
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "first_row", "migrate", "schema_version"]
 
@@ -168,8 +168,21 @@ _V2 = [
     )""",
 ]
 
+# Before 3, a stored request_id was looked for only in the new batch's time range, so
+# a re-timed export could store a task twice. Each copy after the first ingested one
+# moves to events_duplicates: nothing is lost, and the judge counts every task once.
+_FIRST_COPY = "row_number() OVER (PARTITION BY request_id ORDER BY ingest_id, ts)"
+_V3 = [
+    "CREATE TABLE events_duplicates AS SELECT * FROM events LIMIT 0",
+    f"""INSERT INTO events_duplicates
+        SELECT * EXCLUDE (copy) FROM (SELECT *, {_FIRST_COPY} AS copy FROM events)
+        WHERE copy > 1""",
+    f"""DELETE FROM events WHERE rowid IN (
+        SELECT rowid FROM (SELECT rowid, {_FIRST_COPY} AS copy FROM events) WHERE copy > 1)""",
+]
+
 #: Step ``i`` takes the schema from version ``i`` to ``i + 1``.
-MIGRATIONS: list[list[str]] = [_V1, _V2]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -200,7 +213,7 @@ def migrate(con: duckdb.DuckDBPyConnection, path: str) -> int:
     """Bring the file to `SCHEMA_VERSION`; each step is one transaction."""
     current = schema_version(con)
     if current > SCHEMA_VERSION:
-        raise StoreError(
+        raise StoreUnreadable(
             f"{path}: schema version {current} was written by a newer canary_stats "
             f"(this one knows up to {SCHEMA_VERSION}); upgrade canary_stats to open it"
         )
