@@ -43,6 +43,8 @@ def pin_rollout(store: Store, manifest: Manifest, *, stable_version: str | None)
     ``stable_version`` is refused). Otherwise the stable release is
     ``stable_version`` or the store's latest stable release of the name, and the
     rollback target is that release's manifest (from the store, else git history).
+    A ``stable_version`` found in neither is refused: the rollout would compare
+    with, and roll back to, a release nobody can deploy.
     """
     release = manifest.release
     name, version = release.metadata.name, release.metadata.version
@@ -90,6 +92,15 @@ def pin_rollout(store: Store, manifest: Manifest, *, stable_version: str | None)
                 "source": target.source,
                 "manifest": target.manifest_text,
             }
+    if previous is None:
+        known = ", ".join(v for v in own if v != version) or "none"
+        raise InputError(
+            "stable_version",
+            f"--stable-version {stable} is not a release of {name} registered in the store "
+            f"{store.path} (registered: {known}) nor in the manifest's git history; register "
+            "the release serving now (canary-stats manifest register MANIFEST --stable) or "
+            "give one of those",
+        )
     policy = release.policy()
     return {
         "name": name,

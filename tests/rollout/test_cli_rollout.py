@@ -106,11 +106,23 @@ def test_run_exits_1_when_paused_for_a_human(rig: dict[str, Any]) -> None:
         (["--backend", "file"], "--weights-file: the file backend needs the file"),
         (["--backend", "local", "--interval", "soon"], "--interval: expected a duration"),
         (["--backend", "local", "--stable-version", "v2"], "cannot be its own stable"),
+        (["--backend", "local", "--stable-version", "v0"], "stable_version: --stable-version v0 "
+         "is not a release of research-agent registered in the store"),
     ],
-)
+)  # fmt: skip
 def test_run_bad_input_exits_2(rig: dict[str, Any], args: list[str], message: str) -> None:
     code, out = _start(rig, *args)
-    assert code == 2 and message in out.replace("\n", " ")
+    assert code == 2 and message in " ".join(out.split())
+    code, out = _run("status", NAME, "--db", str(rig["db"]))
+    assert code == 2 and f"no rollout of {NAME}" in out  # nothing started, no traffic moved
+
+
+def test_an_unknown_stable_version_names_the_known_ones(rig: dict[str, Any]) -> None:
+    code, out = _start(rig, "--backend", "local", "--stable-version", "v1.0")
+    text = " ".join(out.split())
+    assert code == 2 and "(registered: v1)" in text and "manifest register" in text
+    code, out = _start(rig, "--backend", "local", "--stable-version", "v1")  # the known one
+    assert code == 0 and "PROMOTED" in out
 
 
 def test_manual_commands_are_queued_applied_and_refused(rig: dict[str, Any]) -> None:
