@@ -243,3 +243,21 @@ def test_has_series_tells_a_release_that_ever_reported(history: History) -> None
     assert not source.has_series('v1"} or vector(1) #', lookback=lookback, now=END)
     # Before the history began, nothing had reported.
     assert not source.has_series("v1", lookback=lookback, now=T0 - timedelta(hours=2))
+
+
+def test_fractional_increases_are_judged(history: History) -> None:
+    """Windows off the scrape grid: increase() extrapolates, as on a live server."""
+    from ..test_fractional_counts import _finishes
+
+    start = T0 + timedelta(minutes=30)
+    source = PrometheusSource(PrometheusConfig(url=history.url))
+    pull = source.pull(
+        stable="v1", canary="v3", start=start, end=start + timedelta(minutes=90),
+        window=timedelta(seconds=70),
+    )  # fmt: skip
+    counts = pull.aggregates.query("metric == 'tasks' and field == 'count'")["value"]
+    assert (counts != counts.round()).any()  # real increase() counts are fractional
+    policy = cs.Policy.from_dict(RELATIVE_ROLLOUT)
+    verdict = _finishes(lambda: cs.analyze(pull, policy, stage=1, elapsed="2h"))
+    assert verdict.decision in ("hold", "rollback")
+    assert verdict.metrics["p95_latency_ms"].status in ("fail", "inconclusive")

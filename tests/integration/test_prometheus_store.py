@@ -113,3 +113,12 @@ def test_server_down_keeps_what_is_stored(history: History, tmp_path: Path) -> N
         assert cs.analyze(store.select(stable="v1", canary="v2"), POLICY, stage=1).decision == (
             "promote"
         )
+
+
+def test_a_pull_that_matches_no_series_exits_2_naming_it(history: History, tmp_path: Path) -> None:
+    db = tmp_path / "store.duckdb"
+    code, out = _ingest(history.url, db, "v1", "v9-typo")
+    assert code == 2, out
+    assert "--canary-version" in out and "v9-typo" in out and "agent_task_total{" in out
+    assert "nothing was stored" in out
+    assert _counts(db)["aggregates"] == 0
