@@ -271,7 +271,10 @@ class Store:
         check_grid(frame)
 
         def write(ingest_id: int) -> tuple[int, int]:
-            return write_pull(self.con, frame, issues, ingest_id, stable=stable, canary=canary)
+            return write_pull(
+                self.con, frame, issues, ingest_id, stable=stable, canary=canary,
+                covered=(pull.start, pull.end),
+            )  # fmt: skip
 
         return self._ingest(source, write, stable=stable, canary=canary, issues=len(issues))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -144,8 +146,14 @@ def write_pull(
     *,
     stable: str,
     canary: str,
+    covered: tuple[datetime | None, datetime | None] = (None, None),
 ) -> tuple[int, int]:
-    """Insert a pull's series, windows and issues; heal windows it brings back clean."""
+    """Insert a pull's series, windows and issues; heal windows it brings back clean.
+
+    A pull replaces the pair's stored issues of every window inside the range it
+    ``covered`` (its grid range): an issue it no longer finds is gone, whether or
+    not the window has values now (a window without tasks is data).
+    """
     pair = {"stable": stable, "canary": canary}
     con.register("new_series", frame[list(SERIES_KEY)].drop_duplicates())
     try:
@@ -197,8 +205,8 @@ def write_pull(
         )
         con.execute(
             f"DELETE FROM data_issues WHERE stable = $stable AND canary = $canary "
-            f"AND window_start IN ({healed})",
-            pair,
+            f"AND (window_start IN ({healed}) OR (window_start >= $first AND window_end <= $last))",
+            {**pair, "first": covered[0], "last": covered[1]},
         )
         con.execute(
             """
