@@ -103,7 +103,7 @@ def test_aggregates_files_need_the_release_pair(tmp_path: Path) -> None:
     assert code == 0 and json.loads(out)["inserted"] == len(agg)
 
 
-def test_prometheus_down_is_logged_and_holds(tmp_path: Path, regressed: Path) -> None:
+def test_prometheus_down_is_logged_and_never_promotes(tmp_path: Path, regressed: Path) -> None:
     db = tmp_path / "store.duckdb"
     _run("ingest", "file", str(regressed), "--db", str(db))
     before = _counts(db)
@@ -119,7 +119,26 @@ def test_prometheus_down_is_logged_and_holds(tmp_path: Path, regressed: Path) ->
         "--stable-version", "v1", "--canary-version", "v2",
     )  # fmt: skip
     verdict = json.loads(out)
-    assert code == 10 and verdict["decision"] == "hold"
+    # What is stored proves the regression: a failed pull of newer data names itself
+    # but does not hide a violation proven on the data that is there.
+    assert code == 20 and verdict["decision"] == "rollback"
+    assert any("the latest ingest from prometheus" in i for i in verdict["data_issues"])
+    healthy = tmp_path / "healthy.parquet"
+    events(minutes=120, seed=3).assign(release=lambda d: d["cohort"].map(
+        {"stable": "v1", "canary": "v2"})).to_parquet(healthy)  # fmt: skip
+    db2 = tmp_path / "healthy.duckdb"
+    _run("ingest", "file", str(healthy), "--db", str(db2))
+    _run(
+        "ingest", "prometheus", "--url", f"http://127.0.0.1:{_free_port()}", "--db", str(db2),
+        "--stable-version", "v1", "--canary-version", "v2",
+        "--start", "2026-11-20T10:00:00Z", "--end", "2026-11-20T11:00:00Z",
+    )  # fmt: skip
+    code, out = _run(
+        "analyze", "--db", str(db2), "--manifest", str(SEED_MANIFEST), "--stage", "1",
+        "--stable-version", "v1", "--canary-version", "v2", "--elapsed", "3h",
+    )  # fmt: skip
+    verdict = json.loads(out)
+    assert code == 10 and verdict["decision"] == "hold"  # never a promote past a failed pull
     assert "the latest ingest from prometheus" in verdict["reason"]
 
 

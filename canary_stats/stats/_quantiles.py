@@ -397,7 +397,7 @@ def quantile_contrast(
         np.asarray(sta.confidence_interval.low),
         np.asarray(sta.confidence_interval.high),
     )
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if contrast == "ratio":
             estimate = np.asarray(can.estimate) / np.asarray(sta.estimate)
             low = np.where(s_high > 0, np.maximum(c_low, 0.0) / s_high, 0.0)
