@@ -36,19 +36,29 @@ def untrusted_reason(summary: Summary, policy: Policy) -> str | None:
     return "; ".join(problems) if problems else None
 
 
-def silent_canary(summary: Summary, share: float, policy: Policy) -> str | None:
+#: Chance that a canary still serving its share finishes no task for that long at one
+#: check. It is far below ``srm_alpha`` because the check repeats at every poll (about a
+#: thousand over a rollout) and because the router assigns users, whose tasks come in
+#: bursts, so real gaps are longer than independent arrivals would make them.
+SILENCE_LEVEL = 1e-7
+#: And never less than this: a pause of a minute or two is a deploy, not a dead canary.
+SILENCE_MIN_MINUTES = 5.0
+
+
+def silent_canary(summary: Summary, share: float) -> str | None:
     """The canary has finished no task for longer than its share of stable's makes likely.
 
     With the split at ``share``, ``m`` stable tasks go with about
     ``m * share / (1 - share)`` canary tasks; none at all has probability about
-    ``exp(-expected)``, which must fall below ``srm_alpha`` (the level of the
-    sample-ratio test) before the canary is called silent.
+    ``exp(-expected)``, which must fall below `SILENCE_LEVEL` (and the silence last
+    `SILENCE_MIN_MINUTES`) before the canary is called silent; the policy's
+    ``on_silent_canary`` says what follows.
     """
     quiet = summary.silence
-    if quiet is None or share >= 1.0:
+    if quiet is None or share >= 1.0 or quiet.minutes < SILENCE_MIN_MINUTES:
         return None
     expected = quiet.stable_tasks * share / (1.0 - share)
-    if expected < math.log(1.0 / policy.srm_alpha):
+    if expected < math.log(1.0 / SILENCE_LEVEL):
         return None
     never = "no canary tasks in the data yet: " if summary.canary.tasks == 0 else ""
     return (

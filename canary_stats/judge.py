@@ -138,7 +138,7 @@ def judge(summary: Summary, policy: Policy, *, stage: int, elapsed: timedelta) -
         "alpha_pass": policy.alpha_pass(),
     }
 
-    silent = silent_canary(summary, share, policy)
+    silent = silent_canary(summary, share)
     hold_reason = _data_problem(summary, srm, silent)
     duration = stage_obj.duration
     left = minutes_left(duration, minutes)

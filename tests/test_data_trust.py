@@ -240,3 +240,18 @@ def test_rows_beyond_the_bounds_never_turn_a_rollback_into_a_promote(
     )  # fmt: skip
     verdict = cs.analyze(pd.concat([df, added], ignore_index=True), policy, stage=1, elapsed="2h")
     assert verdict.decision == "hold" and "max_tokens_per_task" in verdict.reason
+
+
+@pytest.mark.slow
+def test_a_healthy_canary_is_never_called_silent_at_any_look(seed_policy: cs.Policy) -> None:
+    """Seeded: 1 % and 10 % traffic, a look every minute; no healthy canary is silent."""
+    looks = silent = 0
+    for seed, share in ((11, 0.01), (12, 0.01), (13, 0.10)):
+        df = events(share=share, minutes=120, seed=seed)
+        t0 = df["ts"].min()
+        stage = 0 if share == 0.01 else 1
+        for minute in range(6, 121):
+            part = df[df["ts"] < t0 + pd.Timedelta(minutes=minute)]
+            looks += 1
+            silent += "silent" in cs.analyze(part, seed_policy, stage=stage).reason
+    assert looks == 345 and silent == 0
