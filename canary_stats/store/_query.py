@@ -309,17 +309,15 @@ def _untrusted_windows(
     pair = "($stable IS NULL OR d.stable = $stable) AND ($canary IS NULL OR d.canary = $canary)"
     rows = con.execute(
         f"""
-        SELECT epoch_us(a.window_start),
-               bool_or(a.value IS NULL OR isnan(a.value) OR isinf(a.value)),
-               bool_or(EXISTS (SELECT 1 FROM data_issues AS d WHERE {pair}
-                               AND d.window_start < a.window_end
-                               AND a.window_start < d.window_end))
-        FROM (SELECT * FROM aggregates WHERE {window}) AS a
-        GROUP BY ALL
-        HAVING bool_or(a.value IS NULL OR isnan(a.value) OR isinf(a.value))
-            OR bool_or(EXISTS (SELECT 1 FROM data_issues AS d WHERE {pair}
-                               AND d.window_start < a.window_end
-                               AND a.window_start < d.window_end))
+        SELECT start, nan, issue FROM (
+            SELECT epoch_us(a.window_start) AS start,
+                   bool_or(a.value IS NULL OR isnan(a.value) OR isinf(a.value)) AS nan,
+                   bool_or(EXISTS (SELECT 1 FROM data_issues AS d WHERE {pair}
+                                   AND d.window_start < a.window_end
+                                   AND a.window_start < d.window_end)) AS issue
+            FROM (SELECT * FROM aggregates WHERE {window}) AS a
+            GROUP BY ALL
+        ) WHERE nan OR issue
         """,
         params,
     ).fetchall()
