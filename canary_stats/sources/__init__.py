@@ -1,4 +1,4 @@
-"""Data sources: files, report cards, synthetic traffic and its OpenMetrics rendering.
+"""Data sources: files, report cards, synthetic and realistic traffic, OpenMetrics rendering.
 
 The Prometheus source lives in `canary_stats.sources.prometheus` and is imported
 only where it is used (it pulls in requests and urllib3).
@@ -14,11 +14,13 @@ from .openmetrics import (
     ScrapeGap,
     write_openmetrics,
 )
+from .realistic import REALISTIC_CLASSES, UserWorkload
 from .report_card import REPORT_CARD_COLUMNS, ReportCard, TaskScore, load_report_card
 from .synthetic import Regression, Workload, generate_events, generate_tasks
 
 __all__ = [
     "EVAL_BUCKETS",
+    "REALISTIC_CLASSES",
     "REPORT_CARD_COLUMNS",
     "TOKEN_BUCKETS",
     "CounterReset",
@@ -27,6 +29,7 @@ __all__ = [
     "ReportCard",
     "ScrapeGap",
     "TaskScore",
+    "UserWorkload",
     "Workload",
     "generate_events",
     "generate_shadow_events",

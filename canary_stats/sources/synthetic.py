@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,19 @@ _REGRESSION_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "token_factor": (lambda v: v > 0, "a token multiplier > 0"),
     "eval_drop": (lambda v: 0 <= v < 1, "a drop of the mean eval score in [0, 1)"),
 }
+
+
+class _Baseline(Protocol):
+    """What `Regression.check` and the diurnal cycle read of a workload."""
+
+    @property
+    def success_rate(self) -> float: ...
+    @property
+    def eval_mean(self) -> float: ...
+    @property
+    def diurnal_amplitude(self) -> float: ...
+    @property
+    def diurnal_period(self) -> timedelta: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +93,7 @@ class Regression:
             if not (number and np.isfinite(value) and allowed(value)):
                 raise InputError(f"regression.{name}", f"expected {expected}; got {value!r}")
 
-    def check(self, workload: Workload) -> None:
+    def check(self, workload: _Baseline) -> None:
         """Refuse a drop that would leave the canary below zero on ``workload``."""
         for name, drop, base, what in (
             ("success_drop", self.success_drop, workload.success_rate, "success rate"),
@@ -110,10 +124,33 @@ class Workload:
     diurnal_amplitude: float = 0.3
     diurnal_period: timedelta = field(default=timedelta(hours=24))
 
+    def generate(
+        self,
+        *,
+        canary_share: float,
+        minutes: float,
+        regression: Regression | None = None,
+        phase: float = 0.0,
+        rng: np.random.Generator | int | None = None,
+    ) -> Tasks:
+        """`generate_tasks` on this workload (the interface `UserWorkload` shares)."""
+        return generate_tasks(
+            self,
+            canary_share=canary_share,
+            minutes=minutes,
+            regression=regression,
+            phase=phase,
+            rng=rng,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Tasks:
-    """Generated tasks as arrays (minutes since start, cohort flag and metrics)."""
+    """Generated tasks as arrays (minutes since start, cohort flag and metrics).
+
+    ``user`` holds each task's integer user id where the workload has users
+    (`UserWorkload`), else None.
+    """
 
     minute: np.ndarray
     canary: np.ndarray
@@ -121,11 +158,65 @@ class Tasks:
     latency_ms: np.ndarray
     tokens: np.ndarray
     eval_score: np.ndarray  # NaN where the task was not evaluated
+    user: np.ndarray | None = None
 
 
-def _drift(workload: Workload, minutes: np.ndarray, phase: float) -> np.ndarray:
+def _drift(workload: _Baseline, minutes: np.ndarray, phase: float) -> np.ndarray:
     period = workload.diurnal_period.total_seconds() / 60.0
     return workload.diurnal_amplitude * np.sin(2 * np.pi * minutes / period + phase)
+
+
+def _check_share(canary_share: float) -> None:
+    if not 0.0 <= canary_share <= 1.0:
+        raise ValueError(f"`canary_share` must be in [0, 1]; got {canary_share!r}.")
+
+
+def _arrival_times(gen: np.random.Generator, counts: np.ndarray, minutes: float) -> np.ndarray:
+    """Task times from per-minute counts, uniform within each minute, before ``minutes``."""
+    per_minute = np.arange(counts.size, dtype=float)
+    t = np.repeat(per_minute, counts) + gen.random(int(counts.sum()))
+    return t[t < minutes]
+
+
+def _draw_metrics(
+    gen: np.random.Generator,
+    canary: np.ndarray,
+    reg: Regression,
+    *,
+    p_fail: np.ndarray,
+    latency_median: np.ndarray,
+    latency_sigma: float,
+    tokens_median: np.ndarray,
+    tokens_sigma: float,
+    max_tokens: float,
+    eval_mean: np.ndarray | float,
+    eval_concentration: float,
+    eval_rate: float,
+    binary: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Success, latency, tokens and eval score per task, ``reg`` applied to the canary.
+
+    The location arguments are stable's, per task (drift and any user effect in
+    them); the noise is lognormal around them, the score beta (or pass/fail with
+    ``binary``) around ``eval_mean``. One function for every workload, so that a
+    regression means the same on each.
+    """
+    n = canary.size
+    p_fail = p_fail + np.where(canary, reg.success_drop, 0.0)
+    success = gen.random(n) >= np.clip(p_fail, 0.0, 1.0)
+    latency = latency_median * np.exp(latency_sigma * gen.standard_normal(n))
+    latency *= np.where(canary, reg.latency_factor, 1.0)
+    tail = canary & (gen.random(n) < reg.tail_share)
+    latency[tail] *= reg.tail_factor
+    tokens = tokens_median * np.exp(tokens_sigma * gen.standard_normal(n))
+    tokens = np.minimum(np.round(tokens * np.where(canary, reg.token_factor, 1.0)), max_tokens)
+    mean = np.clip(eval_mean - np.where(canary, reg.eval_drop, 0.0), 1e-3, 1 - 1e-3)
+    if binary:
+        score = (gen.random(n) < mean).astype(float)
+    else:
+        score = gen.beta(mean * eval_concentration, (1 - mean) * eval_concentration)
+    score[gen.random(n) >= eval_rate] = np.nan
+    return success, latency, tokens, score
 
 
 def generate_tasks(
@@ -145,42 +236,31 @@ def generate_tasks(
     says: given the number of tasks, it returns their canary flags (a sticky
     router routing each task's user, say).
     """
-    if not 0.0 <= canary_share <= 1.0:
-        raise ValueError(f"`canary_share` must be in [0, 1]; got {canary_share!r}.")
+    _check_share(canary_share)
     reg = regression or Regression()
     reg.check(workload)
     gen = np.random.default_rng(rng)
     per_minute = np.arange(int(np.ceil(minutes)), dtype=float)
     rate = workload.tasks_per_minute * (1 + _drift(workload, per_minute + 0.5, phase))
-    counts = gen.poisson(np.maximum(rate, 0.0))
-    t = np.repeat(per_minute, counts) + gen.random(int(counts.sum()))
-    t = t[t < minutes]
+    t = _arrival_times(gen, gen.poisson(np.maximum(rate, 0.0)), minutes)
     n = t.size
     drift = _drift(workload, t, phase)
     canary = gen.random(n) < canary_share if assign is None else _flags(assign(n), n)
     # Shared drift: busier hours are slower, fail a little more and spend a little more.
-    p_fail = (1 - workload.success_rate) * (1 + drift) + np.where(canary, reg.success_drop, 0.0)
-    success = gen.random(n) >= np.clip(p_fail, 0.0, 1.0)
-    latency = (
-        workload.latency_median_ms
-        * (1 + drift)
-        * np.exp(workload.latency_sigma * gen.standard_normal(n))
+    success, latency, tokens, score = _draw_metrics(
+        gen,
+        canary,
+        reg,
+        p_fail=(1 - workload.success_rate) * (1 + drift),
+        latency_median=workload.latency_median_ms * (1 + drift),
+        latency_sigma=workload.latency_sigma,
+        tokens_median=workload.tokens_median * (1 + 0.5 * drift),
+        tokens_sigma=workload.tokens_sigma,
+        max_tokens=workload.max_tokens,
+        eval_mean=workload.eval_mean,
+        eval_concentration=workload.eval_concentration,
+        eval_rate=workload.eval_rate,
     )
-    latency *= np.where(canary, reg.latency_factor, 1.0)
-    tail = canary & (gen.random(n) < reg.tail_share)
-    latency[tail] *= reg.tail_factor
-    tokens = (
-        workload.tokens_median
-        * (1 + 0.5 * drift)
-        * np.exp(workload.tokens_sigma * gen.standard_normal(n))
-    )
-    tokens = np.minimum(
-        np.round(tokens * np.where(canary, reg.token_factor, 1.0)), workload.max_tokens
-    )
-    mean = np.clip(workload.eval_mean - np.where(canary, reg.eval_drop, 0.0), 1e-3, 1 - 1e-3)
-    k = workload.eval_concentration
-    score = gen.beta(mean * k, (1 - mean) * k)
-    score[gen.random(n) >= workload.eval_rate] = np.nan
     return Tasks(t, canary, success, latency, tokens, score)
 
 
@@ -215,8 +295,11 @@ def generate_events(
 
 
 def events_frame(tasks: Tasks, start: datetime) -> pd.DataFrame:
-    """Generated tasks as raw events (ts, cohort and the metrics) from ``start``."""
-    return pd.DataFrame(
+    """Generated tasks as raw events (ts, cohort and the metrics) from ``start``.
+
+    Tasks with users also get a ``user_id`` column (``"u00042"`` for user 42).
+    """
+    events = pd.DataFrame(
         {
             "ts": pd.Timestamp(start) + pd.to_timedelta(tasks.minute, unit="min"),
             "cohort": np.where(tasks.canary, "canary", "stable"),
@@ -226,3 +309,9 @@ def events_frame(tasks: Tasks, start: datetime) -> pd.DataFrame:
             "eval_score": tasks.eval_score,
         }
     )
+    if tasks.user is not None:
+        # Format each distinct user once: far fewer users than tasks.
+        ids, index = np.unique(tasks.user, return_inverse=True)
+        labels = np.array([f"u{i:05d}" for i in ids.tolist()], dtype=object)
+        events["user_id"] = labels[index]
+    return events
