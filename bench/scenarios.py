@@ -201,6 +201,11 @@ def generate_stage(
         rng=gen,
     )
     order = np.argsort(tasks.minute, kind="stable")
-    tasks = Tasks(*(np.asarray(getattr(tasks, f.name))[order] for f in fields(Tasks)))
+    tasks = Tasks(
+        *(
+            None if (v := getattr(tasks, f.name)) is None else np.asarray(v)[order]
+            for f in fields(Tasks)
+        )
+    )
     checks = all_checks[all_checks <= duration + 1e-9]
     return StageTraffic(stage, share, duration, start, phase, checks, tasks)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -38,9 +39,20 @@ def _cohort(c: CohortSummary) -> dict[str, Any]:
     }
 
 
-def input_fingerprint(summary: Summary, policy: Policy, *, stage: int, elapsed: timedelta) -> str:
-    """sha256 over the summary's statistics, the policy, the stage and the time in stage."""
-    payload = {
+def input_fingerprint(
+    summary: Summary,
+    policy: Policy,
+    *,
+    stage: int,
+    elapsed: timedelta,
+    earlier: Sequence[Summary | None] = (),
+) -> str:
+    """sha256 over the summaries' statistics, the policy, the stage and the time in stage.
+
+    ``earlier`` (the summaries of the rollout's earlier stages) enter only when
+    given, so verdicts of a single stage keep the fingerprints they had.
+    """
+    payload: dict[str, Any] = {
         "stable": _cohort(summary.stable),
         "canary": _cohort(summary.canary),
         "issues": list(summary.issues),
@@ -48,5 +60,10 @@ def input_fingerprint(summary: Summary, policy: Policy, *, stage: int, elapsed: 
         "stage": stage,
         "elapsed_s": elapsed.total_seconds(),
     }
+    if earlier:
+        payload["earlier"] = [
+            None if e is None else {"stable": _cohort(e.stable), "canary": _cohort(e.canary)}
+            for e in earlier
+        ]
     text = json.dumps(payload, sort_keys=True, default=str)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()

@@ -17,18 +17,17 @@ Decision at a check (DESIGN.md, "The verdict"):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from datetime import timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from . import stats
 from ._eta import eta_minutes, tuning
 from ._fingerprint import input_fingerprint
+from ._stages import _data_end, _same_pair, _stage_starts, as_frame, split_stages
 from ._trust import silent_canary, untrusted_reason
 from ._verdict import GuardrailVerdict, Verdict
 from .errors import EventsError
@@ -37,10 +36,11 @@ from .sources._pull import Pull
 from .sources.files import load_events
 from .stats import SequentialTestResult
 from .store import Store, StoreView
-from .summary import Summary, summarize, summarize_aggregates
+from .summary import CohortSummary, Summary, summarize, summarize_aggregates
 
 __all__ = [
     "analyze",
+    "cohort_ready",
     "decide",
     "decide_verdicts",
     "effective_status",
@@ -56,64 +56,110 @@ def analyze(
     *,
     stage: int,
     elapsed: timedelta | str | None = None,
+    stage_starts: Sequence[datetime | str] | None = None,
+    earlier: Sequence[Any] | None = None,
 ) -> Verdict:
     """Judge the canary against the policy at one check of one stage.
 
     Parameters
     ----------
     events : DataFrame, path, Summary, Pull, Store, StoreView or DuckDB relation
-        Raw events or per-window aggregates since the stage began. A `Store`
-        (all of it) or a ``store.select(...)`` view is summarised in DuckDB, and
-        the verdict is appended to the store's audit log with a fingerprint of
-        its inputs. A source's `Pull` is judged with the issues it found.
+        Raw events or per-window aggregates of the current stage (or, with
+        ``stage_starts``, of the whole rollout). A `Store` (all of it) or a
+        ``store.select(...)`` view is summarised in DuckDB, and the verdict is
+        appended to the store's audit log with a fingerprint of its inputs. A
+        source's `Pull` is judged with the issues it found.
     policy : Policy
         Guardrails, stages and error levels.
     stage : int
         Index of the current stage in ``policy.stages``.
     elapsed : timedelta or str, optional
-        Time spent in the stage (default: the span of the data).
+        Time spent in the stage (default: from the stage's start, or the data's,
+        to the end of the data).
+    stage_starts : sequence of datetime or ISO-8601 str, optional
+        When each stage ``0 .. stage`` of this rollout began. ``events`` then
+        holds the rollout's data and is split at these boundaries, each stage
+        compared over its own windows; the evidence of all stages is kept.
+    earlier : sequence, optional
+        Instead of ``stage_starts``: the data of each earlier stage ``0 .. stage
+        - 1``, in order (each of the kinds ``events`` accepts, or None). Without
+        either, the evidence starts with this stage (a fresh rollout).
     """
+    if stage_starts is not None and earlier is not None:
+        raise EventsError("stage_starts", "give either stage_starts or earlier, not both")
+    policy.check_stage(stage)
     view = events.select() if isinstance(events, Store) else events
-    if isinstance(view, StoreView):
-        summary = view.summary()
-    elif isinstance(events, Summary):
-        summary = events
-    elif isinstance(events, Pull):
-        pulled = summarize_aggregates(events.trusted())
-        found = tuple(issue.describe() for issue in events.issues)
-        summary = replace(pulled, excluded=pulled.excluded + found)
+    if stage_starts is not None:
+        starts = _stage_starts(stage_starts, stage)
+        parts = split_stages(view, starts)
+        current, history = parts[-1], parts[:-1]
     else:
-        if isinstance(events, str | Path):
-            events = load_events(events)
-        elif hasattr(events, "df") and callable(events.df):  # a DuckDB relation
-            events = events.df()
-        if not isinstance(events, pd.DataFrame):
-            raise EventsError(
-                "events",
-                f"expected a DataFrame, a file path or a Summary; got {type(events).__name__}",
-            )
-        summary = summarize(events, metrics=policy.metrics_per_cohort())
-    span = parse_duration(elapsed, "elapsed") if elapsed is not None else summary.span
+        current = view
+        history = list(earlier or [])
+        _same_pair(view, history)
+    summary = _summarize(current, policy)
+    past = [None if h is None else _summarize(h, policy) for h in history]
+    if elapsed is not None:
+        span = parse_duration(elapsed, "elapsed")
+    elif stage_starts is not None:
+        span = max(_data_end(summary, starts[-1]) - starts[-1], timedelta(0))
+    else:
+        span = summary.span
     if span < timedelta(0):
         raise EventsError("elapsed", "must not be negative")
-    verdict = judge(summary, policy, stage=stage, elapsed=span)
+    verdict = judge(summary, policy, stage=stage, elapsed=span, earlier=past)
     if isinstance(view, StoreView) and not view.store.read_only:
         view.store.record_verdict(
             verdict.to_dict(),
-            fingerprint=input_fingerprint(summary, policy, stage=stage, elapsed=span),
+            fingerprint=input_fingerprint(summary, policy, stage=stage, elapsed=span, earlier=past),
             release=view.selection.canary,
             stable=view.selection.stable,
         )
     return verdict
 
 
-def judge(summary: Summary, policy: Policy, *, stage: int, elapsed: timedelta) -> Verdict:
-    """Turn a `Summary` into a `Verdict` (see the module docstring)."""
+def _summarize(events: Any, policy: Policy) -> Summary:
+    """The `Summary` of any input `analyze` accepts."""
+    if isinstance(events, Store):
+        events = events.select()
+    if isinstance(events, StoreView):
+        return events.summary()
+    if isinstance(events, Summary):
+        return events
+    if isinstance(events, Pull):
+        pulled = summarize_aggregates(events.trusted())
+        found = tuple(issue.describe() for issue in events.issues)
+        return replace(pulled, excluded=pulled.excluded + found)
+    return summarize(as_frame(events), metrics=policy.metrics_per_cohort())
+
+
+def judge(
+    summary: Summary,
+    policy: Policy,
+    *,
+    stage: int,
+    elapsed: timedelta,
+    earlier: Sequence[Summary | None] = (),
+) -> Verdict:
+    """Turn a `Summary` into a `Verdict` (see the module docstring).
+
+    ``earlier`` holds the summaries of this rollout's earlier stages, one per
+    stage ``0 .. stage - 1`` (None for a stage without data): each guardrail's
+    evidence is the product of every stage's, each stage compared over its own
+    windows.
+    """
     stage_obj = policy.check_stage(stage)
     share = stage_obj.traffic / 100.0
     mode = policy.stage_mode(stage)
     minutes = elapsed.total_seconds() / 60.0
-    results = {g.name: _evaluate(g, summary, policy, share) for g in policy.guardrails}
+    history = _history(earlier, stage)
+    results = {
+        g.name: stats.combine_stages(
+            [_evaluate(g, s, policy, policy.stages[k].traffic / 100.0) for k, s in history]
+            + [_evaluate(g, summary, policy, share)]
+        )
+        for g in policy.guardrails
+    }
     srm = stats.sample_ratio_mismatch(
         summary.stable.tasks, summary.canary.tasks, expected_share=share, alpha=policy.srm_alpha
     )
@@ -142,9 +188,10 @@ def judge(summary: Summary, policy: Policy, *, stage: int, elapsed: timedelta) -
     hold_reason = _data_problem(summary, srm, silent)
     duration = stage_obj.duration
     left = minutes_left(duration, minutes)
+    ready = cohort_ready(summary.stable.tasks, summary.canary.tasks, policy)
     decision = decide_verdicts(
         verdicts.values(), data_problem=hold_reason is not None, mode=mode, left=left,
-        untrusted=taint is not None,
+        untrusted=taint is not None, cohort_ready=ready,
     )  # fmt: skip
     if taint is not None:
         return Verdict("hold", f"hold: the data cannot be trusted: {taint}.", **common)
@@ -161,6 +208,12 @@ def judge(summary: Summary, policy: Policy, *, stage: int, elapsed: timedelta) -
                 f"no guardrail violated after {minutes:.0f} min at {stage_obj.traffic:g}% "
                 f"with {summary.canary.tasks:.0f} canary tasks (guard stage)"
             )
+            carried = [v for v in verdicts.values() if not v.enough_data]
+            if carried:
+                why += "; carried forward: " + "; ".join(
+                    f"{v.name}: {_short_of(v, policy)}, judged from the next stage on"
+                    for v in carried
+                )
         else:
             why = (
                 f"every guardrail proven within its margin after {minutes:.0f} min "
@@ -172,13 +225,35 @@ def judge(summary: Summary, policy: Policy, *, stage: int, elapsed: timedelta) -
     rate = (summary.stable.tasks + summary.canary.tasks) / minutes if minutes > 0 else 0.0
     eta = eta_minutes(verdicts.values(), mode, left, rate, share, policy)
     short = [v for v in verdicts.values() if not v.enough_data]
-    names = ", ".join(f"{v.name} ({v.n_canary:.0f} canary, {v.n_stable:.0f} stable)" for v in short)
-    too_little = f"too little data for {names}; each cohort needs {policy.min_samples}"
+    names = "; ".join(f"{v.name}: {_short_of(v, policy)}" for v in short)
+    too_little = f"too little data for {names}" if short else None
+    if mode == "guard":  # guardrails short of data are carried; the cohort is not
+        too_little = None if ready else (
+            f"too little data: {summary.canary.tasks:.0f} canary and "
+            f"{summary.stable.tasks:.0f} stable tasks in this stage; each cohort needs "
+            f"{policy.min_samples}"
+        )  # fmt: skip
     why = _waiting_reason(
-        verdicts.values(), too_little if short else None, left=left, duration=duration,
-        minutes=minutes,
+        verdicts.values(), too_little, left=left, duration=duration, minutes=minutes,
+        policy=policy,
     )  # fmt: skip
     return Verdict("hold", f"hold: {why}.", eta_minutes=eta, **common)
+
+
+def _short_of(v: GuardrailVerdict, policy: Policy) -> str:
+    """``12 of 30 scores`` (the cohort furthest from its minimum), over the rollout."""
+    unit = {"eval_score": "scores", "latency_ms": "latencies"}.get(v.metric, "tasks")
+    cohorts = [("canary", v.n_canary)]
+    if v.contrast != "absolute":
+        cohorts.append(("stable", v.n_stable))
+    name, n = min(cohorts, key=lambda c: c[1])
+    return f"{n:.0f} of {policy.min_samples} {name} {unit}"
+
+
+def cohort_ready(n_stable: Any, n_canary: Any, policy: Policy) -> Any:
+    """Whether both cohorts have their minimum tasks in this stage (element-wise)."""
+    n_s, n_c = np.asarray(n_stable, dtype=float), np.asarray(n_canary, dtype=float)
+    return (n_s >= policy.min_samples) & (n_c >= policy.min_samples)
 
 
 def _waiting_reason(
@@ -188,6 +263,7 @@ def _waiting_reason(
     left: float,
     duration: timedelta | None,
     minutes: float,
+    policy: Policy,
 ) -> str:
     """Why a stage with trusted data still holds: too little data, time, or proof."""
     if too_little is not None:
@@ -197,7 +273,11 @@ def _waiting_reason(
             f"no violation proven; the stage's minimum duration ({_fmt_minutes(duration)}) "
             f"is not reached ({minutes:.0f} min elapsed)"
         )
-    pending = ", ".join(v.name for v in verdicts if v.status != "pass")
+    pending = ", ".join(
+        v.name if v.enough_data else f"{v.name} ({_short_of(v, policy)})"
+        for v in verdicts
+        if v.status != "pass"
+    )
     return f"not yet proven within margin: {pending}; a prove stage needs every guardrail to pass"
 
 
@@ -223,12 +303,60 @@ def _data_problem(summary: Summary, srm: stats.SampleRatioResult, silent: str | 
     return None
 
 
+def _history(earlier: Sequence[Summary | None], stage: int) -> list[tuple[int, Summary]]:
+    """The earlier stages that have data, with their indices."""
+    if len(earlier) not in (0, stage):
+        raise EventsError(
+            "earlier",
+            f"expected one summary per earlier stage (0..{stage - 1}), got {len(earlier)}",
+        )
+    return [(k, s) for k, s in enumerate(earlier) if s is not None]
+
+
 def _bounded_var(m: Any) -> Any:
     """Variance of a [0, 1] score with one pseudo-observation of the largest variance."""
     return (np.asarray(m.n) * np.nan_to_num(m.var) + 0.25) / (np.asarray(m.n) + 1)
 
 
 def _evaluate(g: Guardrail, s: Summary, policy: Policy, share: float) -> SequentialTestResult:
+    """One stage's test of one guardrail, on that stage's data alone.
+
+    With user ids, each cohort's counts are shrunk by the metric's design effect
+    (user-level uncertainty); the result reports the observed counts.
+    """
+    result = _test(g, s, policy, share)
+    n_s, n_c = _observed(g, s.stable), _observed(g, s.canary)
+    shape = np.shape(result.n_canary)
+    return replace(
+        result,
+        n_stable=result.n_stable if g.contrast == "absolute" else _like(n_s, shape),
+        n_canary=_like(n_c, shape),
+    )
+
+
+def _observed(g: Guardrail, c: CohortSummary) -> Any:
+    if g.metric == "latency_ms":
+        lat = c.latency
+        return lat.n if isinstance(lat, stats.Histogram) else float(np.size(lat))
+    if g.metric == "task_success_rate":
+        return c.tasks
+    return (c.tokens if g.metric == "tokens_per_task" else c.eval_score).n
+
+
+def _like(n: Any, shape: tuple[int, ...]) -> Any:
+    a = np.broadcast_to(np.asarray(n, dtype=float), shape)
+    return float(a) if a.ndim == 0 else np.array(a)
+
+
+def _design(c: CohortSummary, metric: str) -> Any:
+    """The cohort's design effect for ``metric`` (1 without user ids)."""
+    design = getattr(c, "design", None)
+    field = {"task_success_rate": "success", "latency_ms": "latency"}.get(metric, metric)
+    field = "tokens" if field == "tokens_per_task" else field
+    return np.maximum(np.asarray(getattr(design, field, 1.0), dtype=float), 1.0)
+
+
+def _test(g: Guardrail, s: Summary, policy: Policy, share: float) -> SequentialTestResult:
     n_two, n_can, n_sta = tuning(policy, share)
     opts: dict[str, Any] = {
         "alternative": g.alternative,
@@ -236,16 +364,17 @@ def _evaluate(g: Guardrail, s: Summary, policy: Policy, share: float) -> Sequent
         "alpha_pass": policy.alpha_pass(),
     }
     st, ca = s.stable, s.canary
+    d_s, d_c = _design(st, g.metric), _design(ca, g.metric)
     if g.metric == "task_success_rate":
         if g.contrast == "absolute":
             return stats.proportion_bound(
-                ca.successes, ca.tasks, bound=g.margin, n_tune=n_can, **opts
+                ca.successes / d_c, ca.tasks / d_c, bound=g.margin, n_tune=n_can, **opts
             )
         return stats.proportion_contrast(
-            st.successes,
-            st.tasks,
-            ca.successes,
-            ca.tasks,
+            st.successes / d_s,
+            st.tasks / d_s,
+            ca.successes / d_c,
+            ca.tasks / d_c,
             contrast=g.contrast,
             margin=g.margin,
             n_tune=n_two,
@@ -254,7 +383,9 @@ def _evaluate(g: Guardrail, s: Summary, policy: Policy, share: float) -> Sequent
     if g.metric == "latency_ms":
         q = float(g.quantile or 0.95)
         if g.contrast == "absolute":
-            return stats.quantile_bound(ca.latency, q=q, bound=g.margin, n_tune=n_can, **opts)
+            return stats.quantile_bound(
+                ca.latency, q=q, bound=g.margin, n_tune=n_can, design_effect=d_c, **opts
+            )
         return stats.quantile_contrast(
             st.latency,
             ca.latency,
@@ -263,6 +394,8 @@ def _evaluate(g: Guardrail, s: Summary, policy: Policy, share: float) -> Sequent
             margin=g.margin,
             n_tune_stable=n_sta,
             n_tune_canary=n_can,
+            stages=len(policy.analysed_stages),
+            design_effect=(d_s, d_c),
             **opts,
         )
     m_s, m_c = (
@@ -271,15 +404,14 @@ def _evaluate(g: Guardrail, s: Summary, policy: Policy, share: float) -> Sequent
     bounded = g.metric == "eval_score"
     v_s = _bounded_var(m_s) if bounded else m_s.var
     v_c = _bounded_var(m_c) if bounded else m_c.var
+    n_s, n_c = np.asarray(m_s.n, dtype=float) / d_s, np.asarray(m_c.n, dtype=float) / d_c
     if g.contrast == "absolute":
-        return stats.mean_bound(
-            m_c.n, _nz(m_c.mean), _nz(v_c), bound=g.margin, n_tune=n_can, **opts
-        )
+        return stats.mean_bound(n_c, _nz(m_c.mean), _nz(v_c), bound=g.margin, n_tune=n_can, **opts)
     return stats.mean_contrast(
-        m_s.n,
+        n_s,
         _nz(m_s.mean),
         _nz(v_s),
-        m_c.n,
+        n_c,
         _nz(m_c.mean),
         _nz(v_c),
         contrast=g.contrast,
@@ -319,6 +451,7 @@ def decide(
     mode: str,
     duration_reached: bool,
     untrusted: bool = False,
+    cohort_ready: bool | None = None,
 ) -> str:
     """The decision rule of DESIGN.md, on plain values (shared by `judge` and simulations).
 
@@ -326,14 +459,21 @@ def decide(
     proven violation: the numbers behind that proof are the ones in doubt. Windows
     left out of the evidence, like a sample-ratio mismatch, are a ``data_problem``:
     they do not stop a rollback proven on the rest (a crashing canary causes both).
+    A ``guard`` stage promotes once both cohorts have their minimum tasks in the
+    stage (``cohort_ready``; default: every guardrail has its minimum); guardrails
+    still short of theirs are carried to the next stage. A ``prove`` stage needs
+    every guardrail to pass, which needs its minimum.
     """
     if untrusted:
         return "hold"
     if "fail" in statuses:
         return "rollback"
-    if data_problem or not all(enough) or not duration_reached:
+    if data_problem or not duration_reached:
         return "hold"
-    if mode == "guard" or all(s == "pass" for s in statuses):
+    if mode == "guard":
+        ready = all(enough) if cohort_ready is None else cohort_ready
+        return "promote" if ready else "hold"
+    if all(s == "pass" for s in statuses) and all(enough):
         return "promote"
     return "hold"
 
@@ -350,12 +490,14 @@ def decide_verdicts(
     mode: str,
     left: float,
     untrusted: bool,
+    cohort_ready: bool | None = None,
 ) -> str:
     """`decide` on guardrail verdicts with ``left`` minutes of the stage to go."""
     verdicts = list(verdicts)
     return decide(
         [v.status for v in verdicts], [v.enough_data for v in verdicts],
         data_problem=data_problem, mode=mode, duration_reached=left <= 0, untrusted=untrusted,
+        cohort_ready=None if cohort_ready is None else bool(cohort_ready),
     )  # fmt: skip
 
 

@@ -210,17 +210,21 @@ class Policy(_Model):
         }
 
     def alpha_per_test(self) -> float:
-        """Fail level of one guardrail in one stage (Bonferroni over both)."""
-        return self.alpha / (len(self.guardrails) * len(self.analysed_stages))
+        """Fail level of one guardrail over the whole rollout (Bonferroni over guardrails).
+
+        Each guardrail's evidence is one anytime-valid process over all stages
+        (per-stage e-values multiplied), so no split over stages is needed.
+        """
+        return self.alpha / len(self.guardrails)
 
     def alpha_pass(self) -> float:
-        """Pass level of one guardrail in one prove stage.
+        """Pass level of one guardrail over the whole rollout.
 
         Promotion needs every guardrail to pass (an intersection-union test), so
-        no split over guardrails is needed; the split is over prove stages.
+        no split over guardrails is needed; the pass evidence is kept across
+        stages like the fail evidence, so none over stages either.
         """
-        proving = sum(self.stage_mode(i) == "prove" for i in self.analysed_stages)
-        return self.alpha_promote / max(proving, 1)
+        return self.alpha_promote
 
     def check_stage(self, stage: int) -> Stage:
         if not isinstance(stage, int) or not 0 <= stage < len(self.stages):

@@ -260,7 +260,7 @@ def _judge_pairs(p: Pairs, policy: Policy, *, stage: int, elapsed: timedelta) ->
     too_little = f"too little data for {', '.join(short)}; each needs {policy.min_samples} pairs"
     why = _waiting_reason(
         verdicts.values(), too_little if short else None, left=left, duration=duration,
-        minutes=minutes,
+        minutes=minutes, policy=policy,
     )  # fmt: skip
     return Verdict("hold", f"hold: {why} ({pairing}).", eta_minutes=eta, **common)
 

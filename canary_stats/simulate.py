@@ -18,11 +18,12 @@ import numpy as np
 
 from . import stats
 from ._verdict import Verdict
-from .judge import _evaluate, decide, effective_status, judge
+from .judge import _evaluate, cohort_ready, decide, effective_status, judge
 from .policy import Policy
 from .sources.openmetrics import LATENCY_BUCKETS
-from .sources.synthetic import Regression, Tasks, Workload, generate_tasks
-from .stats import Histogram
+from .sources.realistic import UserWorkload
+from .sources.synthetic import Regression, Tasks, Workload
+from .stats import Histogram, SequentialTestResult
 from .summary import CohortSummary, Moments, Summary
 
 __all__ = ["LATENCY_BUCKETS", "Check", "RolloutOutcome", "simulate_rollout", "stage_summaries"]
@@ -118,18 +119,28 @@ def summary_at(summary: Summary, k: int) -> Summary:
 
 
 def _stage_decisions(
-    policy: Policy, stage: int, summary: Summary, check_minutes: np.ndarray
+    policy: Policy,
+    stage: int,
+    summary: Summary,
+    check_minutes: np.ndarray,
+    carried: dict[str, list[SequentialTestResult]],
 ) -> Iterator[tuple[int, str, tuple[str, ...]]]:
+    """Decisions at every check of one stage, the earlier stages' evidence carried in."""
     share = policy.stages[stage].traffic / 100
     statuses, enough = [], []
     for g in policy.guardrails:
-        s, e = effective_status(g, _evaluate(g, summary, policy, share), policy)
+        now = _evaluate(g, summary, policy, share)
+        r = stats.combine_stages([*carried[g.name], now], confidence_interval=False)
+        s, e = effective_status(g, r, policy)
         statuses.append(np.broadcast_to(s, check_minutes.shape))
         enough.append(np.broadcast_to(e, check_minutes.shape))
     srm = stats.sample_ratio_mismatch(
         summary.stable.tasks, summary.canary.tasks, expected_share=share, alpha=policy.srm_alpha
     )
     problem = np.asarray(srm.mismatch) | (summary.stable.tasks == 0) | (summary.canary.tasks == 0)
+    ready = np.broadcast_to(
+        cohort_ready(summary.stable.tasks, summary.canary.tasks, policy), check_minutes.shape
+    )
     duration = policy.stages[stage].duration or timedelta(0)
     names = [g.name for g in policy.guardrails]
     for k, minute in enumerate(check_minutes):
@@ -140,13 +151,14 @@ def _stage_decisions(
             data_problem=bool(problem[k]),
             mode=policy.stage_mode(stage),
             duration_reached=minute * 60 >= duration.total_seconds(),
+            cohort_ready=bool(ready[k]),
         )
         yield k, decision, tuple(n for n, x in zip(names, st, strict=True) if x == "fail")
 
 
 def simulate_rollout(
     policy: Policy,
-    workload: Workload | None = None,
+    workload: Workload | UserWorkload | None = None,
     regression: Regression | None = None,
     *,
     check_every: timedelta = timedelta(minutes=5),
@@ -157,22 +169,26 @@ def simulate_rollout(
 ) -> RolloutOutcome:
     """Walk the policy's stages on synthetic traffic, checking every ``check_every``.
 
-    A stage that neither promotes nor rolls back within ``(1 + max_hold)`` times
-    its minimum duration ends the rollout as ``"stalled"``. With
-    ``verdicts=True`` each check also carries the full `Verdict` from `judge`;
-    ``on_check`` is called after every check (for progress displays).
+    Evidence is kept across stages as the judge keeps it: each stage's tests run
+    on that stage's traffic, multiplied with the earlier stages' evidence at the
+    check that promoted them. A stage that neither promotes nor rolls back within
+    ``(1 + max_hold)`` times its minimum duration ends the rollout as
+    ``"stalled"``. With ``verdicts=True`` each check also carries the full
+    `Verdict` from `judge`; ``on_check`` is called after every check (for
+    progress displays).
     """
     workload = workload or Workload()
     gen = np.random.default_rng(rng)
     step = check_every.total_seconds() / 60
     total = 0.0
     checks: list[Check] = []
+    carried: dict[str, list[SequentialTestResult]] = {g.name: [] for g in policy.guardrails}
+    ends: list[Summary | None] = [None] * len(policy.stages)
     for stage in policy.analysed_stages:
         planned = (policy.stages[stage].duration or timedelta(hours=1)).total_seconds() / 60
         horizon = max(planned * (1 + max_hold), planned + 2 * step)
         check_minutes = np.arange(step, horizon + 1e-9, step)
-        tasks = generate_tasks(
-            workload,
+        tasks = workload.generate(
             canary_share=policy.stages[stage].traffic / 100,
             minutes=float(check_minutes[-1]),
             regression=regression,
@@ -181,25 +197,31 @@ def simulate_rollout(
         )
         summary = stage_summaries(tasks, check_minutes)
         ended = None
-        for k, decision, failed in _stage_decisions(policy, stage, summary, check_minutes):
+        for k, decision, failed in _stage_decisions(policy, stage, summary, check_minutes, carried):
             minute = float(check_minutes[k])
             verdict = None
             if verdicts:
                 verdict = judge(
-                    summary_at(summary, k), policy, stage=stage, elapsed=timedelta(minutes=minute)
-                )
+                    summary_at(summary, k), policy, stage=stage,
+                    elapsed=timedelta(minutes=minute), earlier=ends[:stage],
+                )  # fmt: skip
             checks.append(Check(stage, minute, decision, verdict))
             if on_check is not None:
                 on_check(checks[-1])
             if decision != "hold":
-                ended = (decision, minute, failed)
+                ended = (decision, minute, failed, k)
                 break
         if ended is None:
             return RolloutOutcome(
                 "stalled", total + float(check_minutes[-1]), stage, (), tuple(checks)
             )
-        decision, minute, failed = ended
+        decision, minute, failed, k = ended
         total += minute
         if decision == "rollback":
             return RolloutOutcome("rolled_back", total, stage, failed, tuple(checks))
+        # The evidence at the promoting check carries into the next stage.
+        end = ends[stage] = summary_at(summary, k)
+        share = policy.stages[stage].traffic / 100
+        for g in policy.guardrails:
+            carried[g.name].append(_evaluate(g, end, policy, share))
     return RolloutOutcome("promoted", total, policy.analysed_stages[-1], (), tuple(checks))

@@ -16,14 +16,10 @@ from ._common import ConfidenceInterval, SequentialTestResult
 from ._means import mean_bound, mean_contrast
 from ._paired import paired_mean_contrast, paired_proportion_contrast
 from ._proportions import proportion_bound, proportion_contrast
-from ._quantiles import (
-    Histogram,
-    QuantileSequenceResult,
-    quantile_bound,
-    quantile_confidence_sequence,
-    quantile_contrast,
-)
+from ._quantile_tests import quantile_bound, quantile_contrast
+from ._quantiles import Histogram, QuantileSequenceResult, quantile_confidence_sequence
 from ._srm import SampleRatioResult, sample_ratio_mismatch
+from ._stages import combine_stages
 
 __all__ = [
     "BootstrapResult",
@@ -33,6 +29,7 @@ __all__ = [
     "SampleRatioResult",
     "SequentialTestResult",
     "beta_binomial_log_evalue",
+    "combine_stages",
     "mean_bound",
     "mean_contrast",
     "mean_contrast_bootstrap",

@@ -17,17 +17,19 @@ References
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import optimize, special
 
-from ._common import FloatArray
+from ._common import Alternative, Evidence, FloatArray, clean_log_evidence
 
 __all__ = [
     "beta_binomial_log_evalue",
     "mixture_precision",
+    "normal_evidence",
     "normal_mixture_boundary",
     "normal_mixture_log_evalue",
 ]
@@ -147,3 +149,30 @@ def _beta_binomial_scalar(s: float, n: float, p: float, alternative: str, k: flo
 
 def _lbeta(a: float, b: float) -> float:
     return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+
+def normal_evidence(
+    statistic: Callable[[FloatArray], tuple[FloatArray, FloatArray]],
+    n: FloatArray,
+    alternative: Alternative,
+    rho_fail: float,
+    rho_pass: float,
+) -> Evidence:
+    """`Evidence` of a normal-mixture test whose z-statistic at ``value`` is given.
+
+    ``statistic(value)`` returns ``(estimate - value, standard error)`` of the
+    linear contrast tested at ``value``; a larger contrast is harmful when
+    ``alternative == "greater"``. No observations carry no evidence (log 0).
+    """
+    sign = 1.0 if alternative == "greater" else -1.0
+    empty = n <= 0
+
+    def evidence(value: ArrayLike) -> tuple[FloatArray, FloatArray]:
+        diff, se = statistic(np.asarray(value, dtype=float))
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            z = sign * diff / se
+            violation = normal_mixture_log_evalue(z, n, rho=rho_fail)
+            compliance = normal_mixture_log_evalue(-z, n, rho=rho_pass)
+        return clean_log_evidence(violation, empty), clean_log_evidence(compliance, empty)
+
+    return evidence

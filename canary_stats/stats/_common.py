@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -14,6 +15,9 @@ __all__ = ["ConfidenceInterval", "SequentialTestResult"]
 Alternative = Literal["less", "greater"]
 Status = Literal["pass", "fail", "inconclusive"]
 FloatArray = NDArray[np.float64]
+#: Log e-values of one stage's data at hypothesised contrast values: (against "within
+#: the value", i.e. evidence of a violation; against "beyond it", evidence of compliance).
+Evidence = Callable[[ArrayLike], tuple[FloatArray, FloatArray]]
 
 
 class ConfidenceInterval(NamedTuple):
@@ -53,6 +57,15 @@ class SequentialTestResult:
         One-sided error levels of the fail and pass decisions.
     resolution : float
         Width of the histogram bucket that limits the bounds (0 for raw samples).
+    log_evidence : callable or None
+        ``log_evidence(value)`` gives the log e-values of this data against the
+        contrast being within ``value`` (evidence of a violation) and against it
+        being beyond ``value`` (evidence of compliance), element-wise. Products of
+        these over stages are what `combine_stages` tests.
+    evidence_levels : tuple of float or None
+        The levels ``log_evidence`` is compared with (fail side, pass side); None
+        means ``(alpha, alpha_pass)``. A test that spends part of ``alpha``
+        elsewhere (the stable quantile's bound) compares its evidence at the rest.
     """
 
     method: str
@@ -67,6 +80,8 @@ class SequentialTestResult:
     alpha: float
     alpha_pass: float
     resolution: float = 0.0
+    log_evidence: Evidence | None = field(default=None, repr=False, compare=False)
+    evidence_levels: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         # A decision needs a finite estimate and a finite bound on the side that makes
@@ -98,6 +113,7 @@ def absolute_result(
     alpha: float,
     alpha_pass: float,
     resolution: float = 0.0,
+    log_evidence: Evidence | None = None,
 ) -> SequentialTestResult:
     """The result of a test of the canary alone against an absolute bound."""
     return SequentialTestResult(
@@ -113,7 +129,14 @@ def absolute_result(
         alpha=alpha,
         alpha_pass=alpha_pass,
         resolution=resolution,
+        log_evidence=log_evidence,
     )
+
+
+def clean_log_evidence(log_e: ArrayLike, empty: ArrayLike = False) -> FloatArray:
+    """Log e-values safe to add up: none for empty data or NaN, clipped when infinite."""
+    a = np.clip(np.nan_to_num(np.asarray(log_e, dtype=float), nan=0.0), -1e6, 1e6)
+    return np.where(empty, 0.0, a)
 
 
 def status_from_bounds(

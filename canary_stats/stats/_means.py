@@ -16,11 +16,14 @@ References
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from numpy.typing import ArrayLike
 
 from ._boundaries import (
     mixture_precision,
+    normal_evidence,
     normal_mixture_boundary,
 )
 from ._common import (
@@ -40,6 +43,7 @@ from ._common import (
 __all__ = ["common_iv", "mean_bound", "mean_contrast"]
 
 _CONTRASTS = ("difference", "ratio")
+Statistic = Callable[[FloatArray], tuple[FloatArray, FloatArray]]
 
 
 def common_iv(
@@ -117,6 +121,13 @@ def mean_bound(
     low = mean_a - _z(n_a, a_low, n_tune) * se
     high = mean_a + _z(n_a, a_high, n_tune) * se
     low, high = np.where(n_a > 0, low, -np.inf), np.where(n_a > 0, high, np.inf)
+    evidence = normal_evidence(
+        lambda value: (mean_a - value, se),
+        n_a,
+        alt,
+        mixture_precision(n_tune, alpha),
+        mixture_precision(n_tune, alpha_pass),
+    )
     return absolute_result(
         "asymptotic normal-mixture CS",
         np.where(n_a > 0, mean_a, np.nan),
@@ -127,6 +138,7 @@ def mean_bound(
         n=n_a,
         alpha=alpha,
         alpha_pass=alpha_pass,
+        log_evidence=evidence,
     )
 
 
@@ -198,6 +210,7 @@ def mean_contrast(
             se = np.sqrt(a + b)
             low, high = estimate - z_low * se, estimate + z_high * se
             status = status_from_bounds(low, high, margin, alt)
+            statistic = _difference_statistic(estimate, se)
         else:
             estimate = mc / ms
             # A ratio does not change when both means are scaled: working in units
@@ -211,6 +224,7 @@ def mean_contrast(
             t = mc - margin * ms
             se_t = np.sqrt(a + margin * margin * b)
             status = status_from_bounds(t - z_low * se_t, t + z_high * se_t, 0.0, alt)
+            statistic = _ratio_statistic(mc, ms, a, b)
     low, high = np.where(empty, -np.inf, low), np.where(empty, np.inf, high)
     status = np.where(empty, "inconclusive", status)
     return SequentialTestResult(
@@ -225,7 +239,23 @@ def mean_contrast(
         n_canary=scalar_or_array(nc),
         alpha=alpha,
         alpha_pass=alpha_pass,
+        log_evidence=normal_evidence(
+            statistic,
+            np.where(empty, 0.0, n_total),
+            alt,
+            mixture_precision(n_tune, alpha),
+            mixture_precision(n_tune, alpha_pass),
+        ),
     )
+
+
+def _difference_statistic(estimate: FloatArray, se: FloatArray) -> Statistic:
+    return lambda value: (estimate - value, se)
+
+
+def _ratio_statistic(mc: FloatArray, ms: FloatArray, a: FloatArray, b: FloatArray) -> Statistic:
+    """The linear contrast ``mc - r ms`` at a hypothesised ratio ``r`` (scaled units)."""
+    return lambda value: (mc - value * ms, np.sqrt(a + value * value * b))
 
 
 def _fieller(

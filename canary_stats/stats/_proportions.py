@@ -25,11 +25,13 @@ from scipy import optimize
 
 from ._boundaries import _SCALAR_SOLVES, beta_binomial_log_evalue, mixture_precision
 from ._common import (
+    Evidence,
     FloatArray,
     SequentialTestResult,
     absolute_result,
     bound_levels,
     check_counts,
+    clean_log_evidence,
 )
 from ._means import common_iv, mean_contrast
 
@@ -168,7 +170,25 @@ def proportion_bound(
         n=n_a,
         alpha=alpha,
         alpha_pass=alpha_pass,
+        log_evidence=_proportion_evidence(x, n_a, alt, alpha, alpha_pass, n_tune),
     )
+
+
+def _proportion_evidence(
+    x: FloatArray, n: FloatArray, alt: str, alpha: float, alpha_pass: float, n_tune: float
+) -> Evidence:
+    """Beta-mixture log e-values at hypothesised rates (harmful side first)."""
+    safe = "greater" if alt == "less" else "less"
+    k_fail, k_pass = mixture_precision(n_tune, alpha), mixture_precision(n_tune, alpha_pass)
+
+    def evidence(value: ArrayLike) -> tuple[FloatArray, FloatArray]:
+        p0 = np.clip(np.asarray(value, dtype=float), 1e-12, 1.0 - 1e-12)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            violation = beta_binomial_log_evalue(x, n, p0, alternative=alt, concentration=k_fail)
+            compliance = beta_binomial_log_evalue(x, n, p0, alternative=safe, concentration=k_pass)
+        return clean_log_evidence(violation, n <= 0), clean_log_evidence(compliance, n <= 0)
+
+    return evidence
 
 
 def _invert_proportion(

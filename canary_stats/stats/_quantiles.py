@@ -26,23 +26,15 @@ from ._boundaries import beta_binomial_log_evalue, mixture_precision
 from ._common import (
     ConfidenceInterval,
     FloatArray,
-    SequentialTestResult,
-    absolute_result,
-    bound_levels,
     check_alpha,
     check_finite,
     check_positive_int,
-    decision_iv,
-    scalar_or_array,
-    status_from_bounds,
 )
 
 __all__ = [
     "Histogram",
     "QuantileSequenceResult",
-    "quantile_bound",
     "quantile_confidence_sequence",
-    "quantile_contrast",
 ]
 
 
@@ -232,10 +224,19 @@ def _quantile_iv(data: Any, q: float) -> tuple[Any, float, FloatArray]:
 
 
 def _sequence(
-    data: Any, q: float, alpha_low: float, alpha_high: float, n_tune: float
+    data: Any,
+    q: float,
+    alpha_low: float,
+    alpha_high: float,
+    n_tune: float,
+    design_effect: ArrayLike = 1.0,
 ) -> QuantileSequenceResult:
     data, q, n = _quantile_iv(data, q)
-    s_lo, k_up = _rank_thresholds(n, q, alpha_low, alpha_high, n_tune)
+    deff = np.broadcast_to(np.maximum(np.asarray(design_effect, dtype=float), 1.0), n.shape)
+    s_lo, k_up = _rank_thresholds(n / deff, q, alpha_low, alpha_high, n_tune)
+    if np.any(deff > 1.0):  # ranks of the effective sample, back on the observed one
+        s_lo = np.where(s_lo < 0, -1.0, np.floor(s_lo * deff))
+        k_up = np.where(k_up > n / deff, n + 1.0, np.minimum(np.ceil(k_up * deff), n + 1.0))
     if isinstance(data, Histogram):
         est, low, high, res = _bounds_from_histogram(data, q, s_lo, k_up)
         squeeze = np.ndim(data.counts) == 1
@@ -294,131 +295,3 @@ def quantile_confidence_sequence(
     alpha = check_alpha(1.0 - level, "1 - confidence_level")
     n_tune = check_positive_int(n_tune, "n_tune")
     return _sequence(data, q, alpha / 2, alpha / 2, n_tune)
-
-
-def quantile_bound(
-    data: ArrayLike | Histogram,
-    *,
-    q: float = 0.95,
-    bound: float,
-    alternative: str = "greater",
-    alpha: float = 0.05,
-    alpha_pass: float | None = None,
-    n_tune: float = 1_000,
-) -> SequentialTestResult:
-    """Test the canary's ``q``-quantile against an absolute bound at every look.
-
-    ``bound=8000, alternative="greater"`` reads "p95 latency at most 8000 ms":
-    ``fail`` once the lower bound of the quantile's confidence sequence exceeds
-    8000, ``pass`` once the upper bound is below it. See
-    `quantile_confidence_sequence` for the construction.
-    """
-    bound, alt, alpha, alpha_pass = decision_iv(bound, alternative, alpha, alpha_pass, "bound")
-    n_tune = check_positive_int(n_tune, "n_tune")
-    a_low, a_high = bound_levels(alt, alpha, alpha_pass)
-    cs = _sequence(data, q, a_low, a_high, n_tune)
-    return absolute_result(
-        "quantile CS (order statistics, beta-binomial boundary)",
-        cs.estimate,
-        *cs.confidence_interval,
-        bound=bound,
-        alternative=alt,
-        n=cs.n,
-        alpha=alpha,
-        alpha_pass=alpha_pass,
-        resolution=float(np.max(cs.resolution)),
-    )
-
-
-def quantile_contrast(
-    stable: ArrayLike | Histogram,
-    canary: ArrayLike | Histogram,
-    *,
-    q: float = 0.95,
-    contrast: str = "ratio",
-    margin: float,
-    alternative: str = "greater",
-    alpha: float = 0.05,
-    alpha_pass: float | None = None,
-    n_tune_stable: float = 10_000,
-    n_tune_canary: float = 1_000,
-) -> SequentialTestResult:
-    """Compare the canary's ``q``-quantile with stable's against a margin.
-
-    Parameters
-    ----------
-    stable, canary : array_like or Histogram
-        Observations (or cumulative buckets) per cohort.
-    q : float, default: 0.95
-        The quantile.
-    contrast : {"ratio", "difference"}
-        ``Q_canary / Q_stable`` or ``Q_canary - Q_stable``.
-    margin : float
-        Tolerated contrast, e.g. ``1.20`` for "p95 at most 20 % above stable".
-    alternative : {"less", "greater"}
-        The harmful direction of the contrast.
-    alpha, alpha_pass : float
-        One-sided levels of the fail and pass decisions; each is split equally
-        between the two cohorts' sequences.
-    n_tune_stable, n_tune_canary : float
-        Per-cohort tuning sample sizes.
-
-    Returns
-    -------
-    SequentialTestResult
-
-    Notes
-    -----
-    The contrast's bounds combine one-sided sequences of the two cohorts, e.g. the
-    lower bound of the ratio is ``L_canary / U_stable``. Unlike means, a quantile
-    has no sufficient statistic that a direct two-sample boundary could use
-    without a density estimate; the combination stays distribution-free and
-    exact, and needs no more than the stable cohort's (usually larger) sample to
-    pin its side down.
-    """
-    margin, alt, alpha, alpha_pass = decision_iv(margin, alternative, alpha, alpha_pass)
-    if contrast not in ("ratio", "difference"):
-        raise ValueError(f"`contrast` must be 'ratio' or 'difference'; got {contrast!r}.")
-    if contrast == "ratio" and margin <= 0:
-        raise ValueError(f"`margin` of a ratio must be positive; got {margin!r}.")
-    a_low, a_high = bound_levels(alt, alpha, alpha_pass)
-    # Contrast lower bound = f(canary low, stable high); upper = f(canary high, stable low).
-    can = _sequence(
-        canary, q, a_low / 2, a_high / 2, check_positive_int(n_tune_canary, "n_tune_canary")
-    )
-    sta = _sequence(
-        stable, q, a_high / 2, a_low / 2, check_positive_int(n_tune_stable, "n_tune_stable")
-    )
-    c_low, c_high = (
-        np.asarray(can.confidence_interval.low),
-        np.asarray(can.confidence_interval.high),
-    )
-    s_low, s_high = (
-        np.asarray(sta.confidence_interval.low),
-        np.asarray(sta.confidence_interval.high),
-    )
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if contrast == "ratio":
-            estimate = np.asarray(can.estimate) / np.asarray(sta.estimate)
-            low = np.where(s_high > 0, np.maximum(c_low, 0.0) / s_high, 0.0)
-            high = np.where(s_low > 0, c_high / s_low, np.inf)
-        else:
-            estimate = np.asarray(can.estimate) - np.asarray(sta.estimate)
-            low, high = c_low - s_high, c_high - s_low
-    low = np.where(np.isnan(low), -np.inf, low)
-    high = np.where(np.isnan(high), np.inf, high)
-    resolution = float(np.max(np.maximum(can.resolution, sta.resolution)))
-    return SequentialTestResult(
-        method="quantile CS per cohort (order statistics, beta-binomial boundary)",
-        contrast=contrast,
-        estimate=scalar_or_array(estimate),
-        confidence_interval=ConfidenceInterval(scalar_or_array(low), scalar_or_array(high)),
-        margin=margin,
-        alternative=alt,
-        status=status_from_bounds(low, high, margin, alt),
-        n_stable=sta.n,
-        n_canary=can.n,
-        alpha=alpha,
-        alpha_pass=alpha_pass,
-        resolution=resolution,
-    )
