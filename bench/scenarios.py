@@ -6,7 +6,7 @@ is judged on the same guardrails, the same stage plan and the same traffic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import timedelta
 from typing import Literal
 
@@ -201,11 +201,11 @@ def generate_stage(
         rng=gen,
     )
     order = np.argsort(tasks.minute, kind="stable")
-    tasks = Tasks(
-        *(
-            None if (v := getattr(tasks, f.name)) is None else np.asarray(v)[order]
-            for f in fields(Tasks)
-        )
-    )
+    sorted_fields = {
+        f.name: np.asarray(v)[order]
+        for f in fields(Tasks)
+        if (v := getattr(tasks, f.name)) is not None
+    }
+    tasks = replace(tasks, **sorted_fields)
     checks = all_checks[all_checks <= duration + 1e-9]
     return StageTraffic(stage, share, duration, start, phase, checks, tasks)
