@@ -1,13 +1,15 @@
-"""``canary-stats manifest validate|hash|verify|diff|check-migration|register|previous``.
+"""``canary-stats manifest validate|hash|verify|diff|check-migration|check-plan|register|previous``.
 
 Exit 0 when fine, 2 with a message otherwise (an invalid manifest, tampering, a
-destructive migration, no rollback target). ``--format json`` prints one JSON
-document on stdout in every case, errors included, for machines.
+destructive migration, no rollback target). ``check-plan`` exits 1 for a plan that
+is not feasible at the traffic given. ``--format json`` prints one JSON document on
+stdout in every case, errors included, for machines.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -157,6 +159,93 @@ def check_migration(
     except CanaryStatsError as exc:
         raise _error(format, exc) from None
     _emit(format, report.to_dict(), [f"{sql}:", *report.summary_lines()], ok=report.ok)
+
+
+#: check_plan's arguments, as the command's options name them.
+_PLAN_OPTIONS = {
+    "tasks_per_min": "--tasks-per-min",
+    "eval_share": "--eval-share",
+    "users": "--users",
+}
+
+
+@manifest_app.command("check-plan")
+def check_plan(
+    manifest: ManifestArg,
+    tasks_per_min: Annotated[
+        float, typer.Option("--tasks-per-min", help="Agent tasks per minute, both cohorts.")
+    ],
+    eval_share: Annotated[
+        float, typer.Option("--eval-share", help="Share of tasks given an eval score, in (0, 1].")
+    ] = 1.0,
+    users: Annotated[
+        int | None,
+        typer.Option(help="Users routed (sticky per user): variances grow by the design effect."),
+    ] = None,
+    assume: Annotated[
+        list[str] | None,
+        typer.Option(help="A baseline value NAME=VALUE (e.g. success_rate=0.99); repeatable."),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    format: FormatOption = Format.text,
+) -> None:
+    """Will the rollout plan work at this traffic? Data, detection and proof per stage.
+
+    Exit 0 when feasible, 1 when a prove stage cannot prove every guardrail in its
+    planned time (the warnings say why), 2 for bad input.
+    """
+    from .._plan import check_plan as project
+    from ..policy import Policy
+
+    fmt = Format.json if json_out else format
+    try:
+        plan = project(
+            Policy.from_manifest(manifest), tasks_per_min=tasks_per_min, eval_share=eval_share,
+            users=users, baseline=_baseline(assume or []),
+        )  # fmt: skip
+    except InputError as exc:
+        option = _PLAN_OPTIONS.get(
+            exc.field, "--assume" if exc.field.startswith("baseline.") else None
+        )
+        message = str(exc).removeprefix(f"{exc.field}: ")
+        if exc.field.startswith("baseline."):
+            message = f"{exc.field.removeprefix('baseline.')} {message}"
+        raise _error(fmt, exc if option is None else InputError(option, message)) from None
+    except CanaryStatsError as exc:
+        raise _error(fmt, exc) from None
+    if fmt is Format.json:
+        doc = {"ok": plan.feasible, "manifest": str(manifest), **plan.to_dict()}
+        typer.echo(json.dumps(doc, indent=2, sort_keys=True, default=str))
+    else:
+        first, *rest = plan.summary_lines()
+        typer.echo(f"{manifest}: {first}")
+        for line in rest:
+            typer.echo(line)
+    if not plan.feasible:
+        raise typer.Exit(1)
+
+
+def _baseline(items: list[str]) -> Any:
+    """A `Baseline` from ``NAME=VALUE`` items."""
+    from dataclasses import fields
+
+    from .._plan import Baseline
+
+    names = [f.name for f in fields(Baseline)]
+    values: dict[str, float] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if name.strip() not in names or not math.isfinite(number):
+            raise InputError(
+                "--assume",
+                f"expected NAME=VALUE with a number and NAME one of {names}; got {item!r}",
+            )
+        values[name.strip()] = number
+    return Baseline(**values)
 
 
 @manifest_app.command()
