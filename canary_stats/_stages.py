@@ -22,7 +22,7 @@ from .sources.files import load_events
 from .store import Store, StoreView
 from .summary import Summary
 
-__all__ = ["as_frame", "split_stages"]
+__all__ = ["as_frame", "earlier_views", "split_stages"]
 
 
 def _stage_starts(starts: Sequence[datetime | str], stage: int) -> list[datetime]:
@@ -100,6 +100,34 @@ def split_stages(data: Any, starts: Sequence[datetime]) -> list[Any]:
         data[(when >= s) & (when < e)] if e is not None else data[when >= s]
         for s, e in zip(starts, ends, strict=True)
     ]
+
+
+def earlier_views(
+    store: Store,
+    *,
+    stable: str,
+    canary: str,
+    starts: Sequence[datetime | None],
+    current: datetime,
+) -> list[StoreView | None]:
+    """The store's data of each earlier stage, cut at the recorded stage starts.
+
+    ``starts`` holds when stages ``0 .. k - 1`` began (None where unknown), in the
+    same rollout; ``current`` when stage ``k`` did. A stage runs to the next known
+    start. Starts that do not increase toward ``current`` belong to another rollout
+    of the same pair (or a clock gone wrong): evidence then starts after them.
+    """
+    views: list[StoreView | None] = [None] * len(starts)
+    end = current
+    for j in range(len(starts) - 1, -1, -1):
+        begin = starts[j]
+        if begin is None:
+            continue
+        if begin >= end:
+            break  # the chain is broken here: nothing earlier belongs to this rollout
+        views[j] = store.select(stable=stable, canary=canary, start=begin, end=end)
+        end = begin
+    return views
 
 
 def as_frame(data: Any) -> pd.DataFrame:

@@ -354,6 +354,7 @@ class RolloutExecutor:
             verdict = self.judge(
                 stable=self.stable, canary=self.version, stage=stage,
                 stage_started_at=state.stage_started_at, now=now,
+                stage_starts=state.stage_starts[:stage],
             )  # fmt: skip
             decision = verdict.get("decision") if isinstance(verdict, dict) else None
             if decision not in ("promote", "hold", "rollback"):

@@ -1,6 +1,7 @@
 """Where the executor's verdicts come from: the store in this process, or the service.
 
-A judge is any callable taking the release pair, the stage and when it began,
+A judge is any callable taking the release pair, the stage, when it began and
+when the rollout's earlier stages began (the evidence of all of them is kept),
 returning the verdict's JSON form (``Verdict.to_dict()``). A judge that cannot
 answer raises a `CanaryStatsError` (e.g. `SourceUnavailable`); the executor counts
 that as a hold and acts after several in a row.
@@ -8,10 +9,12 @@ that as a hold and acts after several in a row.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from .._stages import earlier_views
 from ..errors import SourceResponseError, SourceUnavailable
 from ..judge import analyze
 from ..policy import Policy
@@ -32,6 +35,7 @@ class Judge(Protocol):
         stage: int,
         stage_started_at: datetime,
         now: datetime,
+        stage_starts: Sequence[datetime | None] = (),
     ) -> dict[str, Any]: ...
 
 
@@ -54,13 +58,20 @@ class StoreJudge:
         stage: int,
         stage_started_at: datetime,
         now: datetime,
+        stage_starts: Sequence[datetime | None] = (),
     ) -> dict[str, Any]:
         # A clock that went backwards is zero time in the stage, never negative.
         elapsed = max(now - stage_started_at, timedelta(0))
 
         def check(store: Store) -> dict[str, Any]:
             view = store.select(stable=stable, canary=canary, start=stage_started_at)
-            return analyze(view, self.policy, stage=stage, elapsed=elapsed).to_dict()
+            earlier = earlier_views(
+                store, stable=stable, canary=canary, starts=_padded(stage_starts, stage),
+                current=stage_started_at,
+            )  # fmt: skip
+            return analyze(
+                view, self.policy, stage=stage, elapsed=elapsed, earlier=earlier
+            ).to_dict()
 
         if isinstance(self.store, Store):
             return check(self.store)
@@ -107,9 +118,16 @@ class HttpJudge:
         stage: int,
         stage_started_at: datetime,
         now: datetime,
+        stage_starts: Sequence[datetime | None] = (),
     ) -> dict[str, Any]:
-        started = stage_started_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-        body = {"stable": stable, "canary": canary, "stage": stage, "stage_started_at": started}
+        body: dict[str, Any] = {
+            "stable": stable, "canary": canary, "stage": stage,
+            "stage_started_at": _stamp(stage_started_at),
+        }  # fmt: skip
+        if any(s is not None for s in stage_starts):
+            body["stage_starts"] = [
+                None if s is None else _stamp(s) for s in _padded(stage_starts, stage)
+            ]
         try:
             response = self._client.post(self.url, json=body)
         except self._httpx.HTTPError as exc:
@@ -132,3 +150,13 @@ class HttpJudge:
                 self.url, "expected a verdict with decision promote, hold or rollback"
             )
         return verdict
+
+
+def _stamp(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _padded(starts: Sequence[datetime | None], stage: int) -> list[datetime | None]:
+    """One start (or None) per earlier stage ``0 .. stage - 1``."""
+    got = list(starts)[:stage]
+    return got + [None] * (stage - len(got))

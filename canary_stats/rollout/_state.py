@@ -131,6 +131,20 @@ class RolloutState:
         return self.phase in DONE
 
     @property
+    def stage_starts(self) -> tuple[datetime | None, ...]:
+        """When each stage ``0 .. stage`` of this rollout began (None if it never ran).
+
+        A stage started again (after going back to an earlier one) drops the starts
+        of the stages after it: their evidence belongs to the earlier attempt.
+        """
+        starts: dict[int, datetime] = {}
+        for t in self.transitions:
+            if t.state == "stage_started" and t.stage is not None:
+                starts = {k: v for k, v in starts.items() if k < t.stage}
+                starts[t.stage] = t.recorded_at
+        return tuple(starts.get(k) for k in range((self.stage or 0) + 1))
+
+    @property
     def started(self) -> dict[str, Any]:
         """The ``started`` transition's detail: the rollout's pinned parameters."""
         return self.transitions[0].detail if self.transitions else {}

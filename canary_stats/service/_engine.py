@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from .._stages import earlier_views
 from .._verdict import Verdict
 from ..errors import InputError, SourceError, StoreError
 from ..judge import analyze
@@ -37,7 +38,7 @@ from ._known import KnownReleases
 from ._metrics import ServiceMetrics
 from ._models import Decision, Release
 from ._settings import Settings
-from ._storage import latest_stage, newest_data, stage_start
+from ._storage import latest_stage, newest_data, seen_starts, stage_start
 
 __all__ = ["Analyze", "JudgeService", "Served"]
 
@@ -63,6 +64,8 @@ class _Key:
     manifest: str
     #: When the caller says the stage began; None: when the service first saw it.
     started_at: datetime | None
+    #: When the caller says the earlier stages began; None: when the service saw them.
+    stage_starts: tuple[datetime | None, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,8 +203,9 @@ class JudgeService:
     def _key(self, release: Release) -> _Key:
         path = self.check(release)
         return _Key(
-            release.stable, release.canary, release.stage, str(path), release.stage_started_at
-        )
+            release.stable, release.canary, release.stage, str(path), release.stage_started_at,
+            release.stage_starts,
+        )  # fmt: skip
 
     def verdict(self, release: Release) -> Served:
         """The latest verdict, computed on demand within the deadline when stale."""
@@ -341,24 +345,34 @@ class JudgeService:
             raise
         now = datetime.now(UTC)
         start = key.started_at or entry.start
-        if start is None:
+        if start is None or entry.start is None:
+            # Recorded even when the caller names the start: later stages need it as
+            # the end of this one's evidence.
             with self._locked_store() as store:
-                start = stage_start(
+                seen = stage_start(
                     store,
                     stable=key.stable,
                     canary=key.canary,
                     stage=key.stage,
-                    now=now,
+                    now=start or now,
                     traffic=policy.stages[key.stage].traffic,
                     manifest=key.manifest,
                 )
+            start = start or seen
         if self._source is not None:
             self._pull(key.stable, key.canary, start, now)
         with self._locked_store() as store:
             view = store.select(stable=key.stable, canary=key.canary, start=start)
-            verdict = self._analyze(
-                view, policy, stage=key.stage, elapsed=max(now - start, timedelta(0))
+            starts: Sequence[datetime | None] | None = key.stage_starts
+            if starts is None:
+                starts = seen_starts(store, stable=key.stable, canary=key.canary, stage=key.stage)
+            earlier = earlier_views(
+                store, stable=key.stable, canary=key.canary, starts=starts, current=start
             )
+            verdict = self._analyze(
+                view, policy, stage=key.stage, elapsed=max(now - start, timedelta(0)),
+                earlier=earlier,
+            )  # fmt: skip
             newest = newest_data(store, key.canary)
         result = verdict.to_dict()
         lag = (now - newest).total_seconds() if newest is not None else None

@@ -101,11 +101,15 @@ class Release(BaseModel):
     stage: int
     manifest: str | None = None
     stage_started_at: datetime | None = None
+    #: When the rollout's earlier stages began, when the caller knows (the executor).
+    stage_starts: tuple[datetime | None, ...] | None = None
 
     @classmethod
     def of(cls, request: BaseModel) -> Release:
         """The release a request body names (its fields of the same names)."""
-        return cls(**{name: getattr(request, name) for name in cls.model_fields})
+        return cls.model_validate(
+            {name: getattr(request, name) for name in cls.model_fields if hasattr(request, name)}
+        )
 
 
 def _distinct(stable: str | None, canary: str | None) -> None:
@@ -136,12 +140,23 @@ class ArgoJudgeRequest(BaseModel):
         description="When the stage began; default: when the service first saw this "
         "canary at this stage (kept across restarts).",
     )
+    stage_starts: list[ZonedTime | None] | None = Field(
+        default=None,
+        max_length=64,
+        description="When each earlier stage (0 .. stage - 1) of this rollout began, null "
+        "where unknown; default: when the service first saw the pair at each stage.",
+    )
     rollout: Text | None = Field(default=None, description="Informational, for the logs.")
     namespace: Text | None = Field(default=None, description="Informational, for the logs.")
 
     @model_validator(mode="after")
     def _check(self) -> ArgoJudgeRequest:
         _distinct(self.stable, self.canary)
+        if self.stage_starts is not None and len(self.stage_starts) != self.stage:
+            raise ValueError(
+                f"stage_starts: expected one entry per earlier stage ({self.stage}); "
+                f"got {len(self.stage_starts)}"
+            )
         return self
 
     def release(self) -> Release:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from ..store import Store
 from ..store._schema import first_row
 
-__all__ = ["SEEN", "latest_stage", "newest_data", "rollout_id", "stage_start"]
+__all__ = ["SEEN", "latest_stage", "newest_data", "rollout_id", "seen_starts", "stage_start"]
 
 #: The ``state`` of the transitions the service writes.
 SEEN = "stage_seen"
@@ -55,6 +55,17 @@ def stage_start(
         [rid, now, SEEN, stage, traffic, detail, rid],
     )
     return now
+
+
+def seen_starts(store: Store, *, stable: str, canary: str, stage: int) -> list[datetime | None]:
+    """When the pair was first seen at each stage ``0 .. stage - 1`` (None if never)."""
+    rows = store.con.execute(
+        "SELECT stage, min(recorded_at) FROM rollout_transitions "
+        "WHERE rollout_id = ? AND state = ? AND stage < ? GROUP BY stage",
+        [rollout_id(stable, canary), SEEN, stage],
+    ).fetchall()
+    found = {int(k): t.astimezone(UTC) for k, t in rows if k is not None and t is not None}
+    return [found.get(k) for k in range(stage)]
 
 
 def newest_data(store: Store, canary: str) -> datetime | None:

@@ -190,7 +190,14 @@ class ScriptedJudge:
         self.calls: list[tuple[int, float]] = []
 
     def __call__(
-        self, *, stable: str, canary: str, stage: int, stage_started_at: datetime, now: datetime
+        self,
+        *,
+        stable: str,
+        canary: str,
+        stage: int,
+        stage_started_at: datetime,
+        now: datetime,
+        stage_starts: Any = (),
     ) -> dict[str, Any]:
         minutes = max((now - stage_started_at).total_seconds(), 0.0) / 60
         self.calls.append((stage, minutes))
