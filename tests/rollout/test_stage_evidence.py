@@ -61,7 +61,8 @@ def test_store_judge_multiplies_the_earlier_stages_evidence(
     db = tmp_path / "s.duckdb"
     _two_stages(db)
     judge = StoreJudge(db, seed_policy)
-    ask = {"stable": "v1", "canary": "v2", "stage": 1, "now": T0 + timedelta(minutes=90)}
+    ask: dict[str, Any] = {"stable": "v1", "canary": "v2", "stage": 1}
+    ask["now"] = T0 + timedelta(minutes=90)
     began = T0 + timedelta(minutes=30)
     kept = judge(**ask, stage_started_at=began, stage_starts=[T0])
     fresh = judge(**ask, stage_started_at=began)
