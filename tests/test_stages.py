@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
 import canary_stats as cs
 from canary_stats import stats
+from canary_stats.cli import app
 from canary_stats.sources.synthetic import Regression
 
-from .conftest import events
+from .conftest import SEED_MANIFEST, events
 
 ALPHA = 0.0125  # alpha / 4 guardrails
 
@@ -244,3 +247,19 @@ def test_a_history_from_another_release_pair_is_refused(
             stage_starts=[t0.to_pydatetime(), t1.to_pydatetime()], elapsed=timedelta(hours=1),
         )  # fmt: skip
         assert "over 2 stages" in ok.metrics["tokens_per_task"].method
+
+
+def test_cli_analyze_keeps_evidence_with_stage_starts(tmp_path) -> None:
+    frame, (t0, t1) = _rollout_frame()
+    path = tmp_path / "rollout.parquet"
+    frame.to_parquet(path)
+    args = ["analyze", str(path), "--manifest", str(SEED_MANIFEST), "--stage", "1"]
+    starts = f"{t0.isoformat()},{t1.isoformat()}"
+    res = CliRunner().invoke(app, [*args, "--stage-starts", starts])
+    assert res.exit_code in (0, 10, 20), res.output
+    methods = [m["method"] for m in json.loads(res.output)["metrics"].values()]
+    assert all("over 2 stages" in m for m in methods)
+    bad = CliRunner().invoke(app, [*args, "--stage-starts", f"{t1.isoformat()},{t0.isoformat()}"])
+    assert bad.exit_code == 2 and "stage_starts[1]" in bad.output
+    empty = CliRunner().invoke(app, [*args, "--stage-starts", f"{t0.isoformat()},"])
+    assert empty.exit_code == 2 and "--stage-starts" in empty.output

@@ -58,6 +58,15 @@ def analyze(
         str | None,
         typer.Option(help="Time in the stage, e.g. 30m or 2h (default: span of the data)."),
     ] = None,
+    stage_starts: Annotated[
+        str | None,
+        typer.Option(
+            "--stage-starts",
+            help="When each stage 0..STAGE of this rollout began, comma-separated ISO 8601 "
+            "times: the data then holds the whole rollout and the evidence of every stage "
+            "is kept (default: the data is the current stage alone).",
+        ),
+    ] = None,
     format: Annotated[
         OutputFormat, typer.Option("--format", help="json or table.")
     ] = OutputFormat.json,
@@ -80,9 +89,12 @@ def analyze(
         if (events is None) == (db is None):
             raise InputError("events", "give either an events file or --db FILE, not both")
         policy = Policy.from_manifest(manifest)
+        starts = _starts(stage_starts)
         if shadow:
             if events is None:
                 raise InputError("--shadow", "shadow mode judges an events file, not --db")
+            if starts is not None:
+                raise InputError("--stage-starts", "shadow mode judges one stage at a time")
             verdict = analyze_shadow(events, policy, stage=stage, elapsed=elapsed)
         elif db is not None:
             with Store(existing_store(db)) as store:
@@ -92,12 +104,16 @@ def analyze(
                     start=parse_time(since, "--since") if since else None,
                     end=parse_time(until, "--until") if until else None,
                 )
-                verdict = analyze_events(view, policy, stage=stage, elapsed=elapsed)
+                verdict = analyze_events(
+                    view, policy, stage=stage, elapsed=elapsed, stage_starts=starts
+                )
         else:
             assert events is not None  # one of events and --db, checked above
             frame = load_events(events)
             _no_shadow_without_flag(frame)
-            verdict = analyze_events(frame, policy, stage=stage, elapsed=elapsed)
+            verdict = analyze_events(
+                frame, policy, stage=stage, elapsed=elapsed, stage_starts=starts
+            )
     except CanaryStatsError as exc:
         raise fail(exc) from None
     if format is OutputFormat.json:
@@ -105,6 +121,16 @@ def analyze(
     else:
         Console(width=max(Console().width, 120)).print(verdict_table(verdict))
     raise typer.Exit(EXIT_CODES[verdict.decision])
+
+
+def _starts(text: str | None) -> list[str] | None:
+    """``--stage-starts`` as a list of times (checked by `analyze`, which names the entry)."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if not all(parts):
+        raise InputError("--stage-starts", f"expected comma-separated ISO 8601 times; got {text!r}")
+    return parts
 
 
 def _no_shadow_without_flag(events: pd.DataFrame) -> None:
