@@ -14,17 +14,11 @@ import math
 from typing import Any
 
 from . import stats
-from ._plan import detection_minutes, tuning_size
+from ._plan_model import detection_minutes, tuning, tuning_size
 from ._verdict import GuardrailVerdict
 from .policy import Policy
 
 __all__ = ["eta_minutes", "tuning"]
-
-
-def tuning(policy: Policy, share: float) -> tuple[float, float, float]:
-    """Tuning sizes fixed before the data: both cohorts, canary alone, stable alone."""
-    n = float(policy.tuning_samples)
-    return n, max(n * share, 100.0), max(n * (1 - share), 100.0)
 
 
 def eta_minutes(

@@ -11,7 +11,7 @@ verdict: statistics"), on expected values:
   product of its stages' e-values: it fails at ``alpha / len(guardrails)`` and passes
   at ``alpha_promote`` (intersection-union), whatever the number of stages.
 * **Samples accumulate** over the stages; each stage's e-value comes from its own
-  data, tuned by `canary_stats._eta.tuning` at its traffic.
+  data, tuned by `tuning` (in `_plan_model`) at its traffic.
 * **Detection** is a boundary crossing: a one-sided normal-mixture test with effect
   ``delta``, per-unit sd ``sigma`` and intrinsic time ``n`` rejects once
   ``delta sqrt(n) / sigma >= b(n)``, the boundary of
@@ -41,6 +41,7 @@ from ._plan_model import (
     crossing_n,
     design_effect,
     detection_minutes,
+    tuning,
     tuning_size,
 )
 from ._plan_result import (
@@ -145,8 +146,6 @@ def check_plan(
       help less and less.
     """
     rate, eval_share, users = _check_plan_iv(tasks_per_min, eval_share, users)
-    from ._eta import tuning
-
     fail_at, pass_at = policy.alpha / len(policy.guardrails), policy.alpha_promote
     w2 = (
         0.0

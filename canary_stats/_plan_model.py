@@ -25,6 +25,7 @@ __all__ = [
     "crossing_n",
     "design_effect",
     "detection_minutes",
+    "tuning",
     "tuning_size",
 ]
 
@@ -178,10 +179,14 @@ def detection_minutes(
     return (n - n0) / per_min
 
 
+def tuning(policy: Policy, share: float) -> tuple[float, float, float]:
+    """Tuning sizes fixed before the data: both cohorts, canary alone, stable alone."""
+    n = float(policy.tuning_samples)
+    return n, max(n * share, 100.0), max(n * (1 - share), 100.0)
+
+
 def tuning_size(metric: str, contrast: str, policy: Policy, share: float) -> float:
     """The tuning sample of a guardrail's test: both cohorts, or the canary alone."""
-    from ._eta import tuning  # _eta projects with this module's solve
-
     n_two, n_can, _ = tuning(policy, share)
     return n_can if contrast == "absolute" or metric == "latency_ms" else n_two
 
