@@ -19,10 +19,12 @@ that is null or absent on every line counts as a missing column.
 
 The loader checks the schema: the file can be read, the required columns are
 there, every value has its column's type, timestamps carry a zone and cohorts
-are known. Value ranges (latency >= 0, eval scores in [0, 1], unique request
-ids, non-overlapping windows) are checked where the frame is used, by
-`summary.summarize` and `summary.validate_events`. Rows in messages count
-records from 1, in file order (a CSV header is not a row).
+are known. ``user_id`` is all or nothing: a column with a user id on some rows
+only, or an empty or blank id, is refused naming the rows; a column that is
+null on every row is dropped (no user ids). Value ranges (latency >= 0, eval
+scores in [0, 1], unique request ids, non-overlapping windows) are checked where
+the frame is used, by `summary.summarize` and `summary.validate_events`. Rows in
+messages count records from 1, in file order (a CSV header is not a row).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import pyarrow.parquet as pq
 from ..errors import EventsError
 from ..summary import AGGREGATE_COLUMNS, EVENT_COLUMNS
 from ..summary._checks import cohort_codes, require_columns, utc_timestamps
+from ..summary._users import check_user_ids
 
 __all__ = ["load_events"]
 
@@ -173,6 +176,8 @@ def _conform(frame: pd.DataFrame) -> pd.DataFrame:
         else:
             out[name] = col.astype("str")
     cohort_codes(out["cohort"])  # raises on unknown or missing labels
+    if "user_id" in out and not check_user_ids(pa.array(out["user_id"].array, pa.string())):
+        del out["user_id"]  # null on every row: no user ids
     return pd.DataFrame(out)
 
 

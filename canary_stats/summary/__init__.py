@@ -3,7 +3,9 @@
 The judge never looks at rows: it looks at a `Summary` (counts, sums, sums of
 squares, latency order statistics or histogram buckets). Raw events and
 Prometheus-style aggregates both reduce to it, which is what lets one verdict
-work on either and keeps its cost independent of how the data arrived.
+work on either and keeps its cost independent of how the data arrived. Raw
+events with user ids also give each cohort its users and design effects
+(`DesignEffects`, from per-user sums: `ratio_design_effect`).
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from ._types import (
     LATENCY_MAX_MS,
     TOKENS_MAX,
     CohortSummary,
+    DesignEffects,
     Moments,
     Silence,
     Summary,
 )
+from ._users import ratio_design_effect
 
 __all__ = [
     "AGGREGATE_COLUMNS",
@@ -31,9 +35,11 @@ __all__ = [
     "LATENCY_MAX_MS",
     "TOKENS_MAX",
     "CohortSummary",
+    "DesignEffects",
     "Moments",
     "Silence",
     "Summary",
+    "ratio_design_effect",
     "summarize",
     "summarize_aggregates",
     "summarize_events",

@@ -14,7 +14,7 @@ from ..stats import Histogram
 from ._checks import require_columns, utc_timestamps
 from ._types import AGGREGATE_COLUMNS, COHORTS, CohortSummary, Moments, Silence, Summary
 
-__all__ = ["summarize_aggregates", "summary_from_totals", "window_silence"]
+__all__ = ["summarize_aggregates", "summary_from_totals", "window_counts", "window_silence"]
 
 
 def summarize_aggregates(aggregates: pd.DataFrame) -> Summary:
@@ -89,7 +89,34 @@ def summarize_aggregates(aggregates: pd.DataFrame) -> Summary:
         issues=[],
         excluded=excluded,
         silence=silence,
+        window_tasks=window_counts(
+            tasks["window_start"].to_numpy("datetime64[us]").view("i8"),
+            (tasks["cohort"] == "canary").to_numpy(),
+            tasks["value"].to_numpy(dtype=float),
+            keep=(tasks["cohort"] != "shadow").to_numpy(),
+        ),
     )
+
+
+def window_counts(
+    starts_us: np.ndarray,
+    is_canary: np.ndarray,
+    tasks: np.ndarray,
+    *,
+    keep: np.ndarray | None = None,
+) -> np.ndarray | None:
+    """Task counts per window (rows in time order), columns stable and canary.
+
+    One input row per cohort and window; a window one cohort lacks counts 0 for it.
+    """
+    if keep is not None:
+        starts_us, is_canary, tasks = starts_us[keep], is_canary[keep], tasks[keep]
+    if not starts_us.size:
+        return None
+    windows, slot = np.unique(starts_us, return_inverse=True)
+    out = np.zeros((windows.size, 2))
+    np.add.at(out, (slot, is_canary.astype(np.intp)), tasks)
+    return out
 
 
 def window_silence(
@@ -122,6 +149,7 @@ def summary_from_totals(
     source: str = "aggregates",
     excluded: list[str] | tuple[str, ...] = (),
     silence: Silence | None = None,
+    window_tasks: np.ndarray | None = None,
 ) -> Summary:
     """Build a `Summary` from aggregate totals already summed over windows.
 
@@ -148,6 +176,7 @@ def summary_from_totals(
             default=float("nan"),
         ),
         silence=silence,
+        window_tasks=window_tasks,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from dataclasses import replace
 from datetime import datetime
 
 import numpy as np
@@ -30,6 +31,7 @@ from ._types import (
     Silence,
     Summary,
 )
+from ._users import check_user_ids, cohort_users, user_codes
 
 __all__ = ["summarize_events", "validate_events"]
 
@@ -60,6 +62,8 @@ def validate_events(events: pd.DataFrame) -> pa.Table:
     }
     for name in ("request_id", "release", "user_id"):
         columns[name] = text_column(events, name)
+    if not check_user_ids(columns["user_id"]):  # a column of nulls: no user ids
+        columns["user_id"] = pa.nulls(n, pa.string())
     # Duplicated request ids are left to the store, which counts them in one scan.
     return pa.table(columns)
 
@@ -78,6 +82,10 @@ def summarize_events(
     kept and every column is always validated. A metric left out is empty, which
     the judge reads as missing data: a summary made for one policy can make
     another hold, never promote.
+
+    With a ``user_id`` column (every row one; see `check_user_ids`) each cohort
+    also gets its number of distinct users and its design effects (of the metrics
+    kept), and ``window_tasks`` counts each clock minute's tasks.
     """
     require_columns(events, EVENT_COLUMNS[:5], "raw events")
     codes = cohort_codes(events["cohort"])
@@ -92,6 +100,7 @@ def summarize_events(
     scored = ~np.isnan(score)
     unique_request_ids(events)
     ts = utc_timestamps(events["ts"], "ts")
+    users = user_codes(events)
 
     # Per cohort, the row indices are found once and each column copies its values
     # with take (np.compress and take are several times faster than x[mask]). Moments
@@ -103,13 +112,29 @@ def summarize_events(
         rows = np.flatnonzero(mask)
         tok = tokens.take(rows) if "tokens_per_task" in keep else np.empty(0)
         ev = np.compress(mask & scored, score) if "eval_score" in keep else np.empty(0)
-        return CohortSummary(
+        lat = latency.take(rows) if "latency_ms" in keep else np.empty(0)
+        tok_m = Moments.from_values(tok, overwrite_input=users is None)  # tok kept for users
+        ev_m = Moments.from_values(ev, overwrite_input=True)
+        base = CohortSummary(
             tasks=float(rows.size),
             successes=float(np.count_nonzero(succ & mask)),
-            latency=latency.take(rows) if "latency_ms" in keep else np.empty(0),
-            tokens=Moments.from_values(tok, overwrite_input=True),
-            eval_score=Moments.from_values(ev, overwrite_input=True),
+            latency=lat,
+            tokens=tok_m,
+            eval_score=ev_m,
         )
+        if users is None:
+            return base
+        count, design = cohort_users(
+            users[0].take(rows),
+            users[1],
+            success=succ.take(rows),
+            latency=lat if lat.size else None,
+            tokens=tok if tok.size else None,
+            tokens_var=float(tok_m.var),
+            score=score.take(rows) if ev.size else None,
+            score_var=float(ev_m.var),
+        )
+        return replace(base, users=count, design=design)
 
     stable, canary = cohort("stable"), cohort("canary")
     ticks, unit = _ticks(ts)
@@ -121,10 +146,12 @@ def summarize_events(
         "events",
         tokens_max=float(tokens.max()) if tokens.size else float("nan"),
         silence=_silence(ticks, _PER_MINUTE[unit], codes),
+        window_tasks=_window_tasks(ticks, _TICKS_PER_MINUTE[unit], codes),
     )
 
 
 _PER_MINUTE = {"s": 60.0, "ms": 60e3, "us": 60e6, "ns": 60e9}
+_TICKS_PER_MINUTE = {"s": 60, "ms": 60_000, "us": 60_000_000, "ns": 60_000_000_000}
 
 
 def _latency(events: pd.DataFrame) -> np.ndarray:
@@ -161,6 +188,21 @@ def _span(ticks: np.ndarray, unit: str) -> tuple[datetime | None, datetime | Non
         for t in (ticks.min(), ticks.max())
     )
     return first, last
+
+
+def _window_tasks(ticks: np.ndarray, per_minute: int, codes: np.ndarray) -> np.ndarray | None:
+    """Tasks per clock minute (UTC) from the first task's, columns stable and canary."""
+    if not ticks.size:
+        return None
+    minute = ticks // per_minute
+    minute -= minute.min()
+    cohort = codes.astype(np.intp)
+    kept = cohort < 2  # shadow tasks are no part of the split
+    slot = minute * 2 + cohort
+    if not kept.all():
+        slot = slot[kept]
+    width = int(minute.max()) + 1
+    return np.bincount(slot, minlength=2 * width).reshape(width, 2).astype(float)
 
 
 def _silence(ticks: np.ndarray, per_minute: float, codes: np.ndarray) -> Silence | None:

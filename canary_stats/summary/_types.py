@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ __all__ = [
     "TOKENS_MAX",
     "VALUE_METRICS",
     "CohortSummary",
+    "DesignEffects",
     "Moments",
     "Silence",
     "Summary",
@@ -84,14 +86,39 @@ class Moments:
 
 
 @dataclass(frozen=True, slots=True)
+class DesignEffects:
+    """How much per-user clustering inflates the variance of each metric's estimate.
+
+    Each field is the ratio of the user-level (cluster-robust, delta-method)
+    variance of the cohort's estimate to the variance it would have if tasks were
+    independent, clamped to at least 1: multiply an iid variance by it (or divide
+    a sample size by it). ``latency`` is that of the exceedance indicator
+    ``latency > p95`` (what the quantile tests count). 1 when users are unknown.
+    Floats, or arrays of one value per look in simulations.
+    """
+
+    success: Any = 1.0
+    latency: Any = 1.0
+    tokens: Any = 1.0
+    eval_score: Any = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class CohortSummary:
-    """What the judge needs to know about one cohort."""
+    """What the judge needs to know about one cohort.
+
+    ``users`` is the number of distinct users (NaN when the data has no user
+    ids, as aggregates never do); ``design`` the design effects of per-user
+    routing (all 1 without users).
+    """
 
     tasks: Any
     successes: Any
     latency: np.ndarray | Histogram
     tokens: Moments
     eval_score: Moments
+    users: Any = math.nan
+    design: DesignEffects = field(default_factory=DesignEffects)
 
     @property
     def latency_n(self) -> float:
@@ -124,7 +151,10 @@ class Summary:
     ``excluded`` names windows left out of the evidence as untrustworthy (the judge
     holds, but a violation proven on the rest is still a rollback). ``tokens_max``
     is the largest tokens value of any task (a lower bound on it for histograms),
-    checked against the manifest's ``max_tokens_per_task``.
+    checked against the manifest's ``max_tokens_per_task``. ``window_tasks`` holds
+    the task counts of each window, one row per window in time order, columns
+    stable and canary (raw events: clock minutes from the first task's; aggregates:
+    their windows); None where unknown. The split check reads it.
     """
 
     stable: CohortSummary
@@ -136,6 +166,7 @@ class Summary:
     excluded: tuple[str, ...] = field(default=())
     tokens_max: float = float("nan")
     silence: Silence | None = None
+    window_tasks: np.ndarray | None = None
 
     @property
     def span(self) -> timedelta:
