@@ -9,8 +9,7 @@ log-spaced buckets beyond (the quantile test then states that resolution).
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -18,10 +17,19 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from ..stats import Histogram
-from ..summary import CohortSummary, Moments, Silence, Summary, summary_from_totals
-from ..summary._aggregates import window_silence
+from ..summary import (
+    CohortSummary,
+    DesignEffects,
+    Moments,
+    Silence,
+    Summary,
+    summary_from_totals,
+)
+from ..summary._aggregates import window_counts, window_silence
+from ._scans import EVENT_FILTER as _EVENT_FILTER
+from ._scans import LATENCY_RESOLUTION, event_silence, latency_histograms, latency_values
 from ._schema import first_row
+from ._users import mixed_user_ids, user_statistics
 
 __all__ = [
     "EXACT_LATENCY_LIMIT",
@@ -34,10 +42,6 @@ __all__ = [
 
 #: Above this many tasks in a cohort, latency comes from a fine histogram.
 EXACT_LATENCY_LIMIT = 250_000
-#: Relative width of the histogram buckets used beyond the limit.
-LATENCY_RESOLUTION = 0.01
-_LOG_STEP = 1.0 / math.log1p(LATENCY_RESOLUTION)
-_LATENCY_FLOOR_MS = 1.0  # everything at or below 1 ms shares the first bucket
 
 SourceChoice = Literal["auto", "events", "aggregates"]
 
@@ -66,12 +70,6 @@ class Selection:
             "end": self.end,
         }
 
-
-_EVENT_FILTER = """
-    ($start IS NULL OR ts >= $start) AND ($end IS NULL OR ts < $end)
-    AND ((cohort = 'stable' AND ($stable IS NULL OR release = $stable))
-      OR (cohort = 'canary' AND ($canary IS NULL OR release = $canary)))
-"""
 
 _WINDOW_FILTER = """
     ($start IS NULL OR window_start >= $start) AND ($end IS NULL OR window_end <= $end)
@@ -117,28 +115,43 @@ def _from_events(
         f"""
         SELECT cohort::VARCHAR, count(*), count_if(success), avg(tokens), var_pop(tokens),
                min(ts), max(ts), count(eval_score), avg(eval_score), var_pop(eval_score),
-               max(tokens)
+               max(tokens), count(user_id)
         FROM events WHERE {_EVENT_FILTER} GROUP BY cohort
         """,
         params,
     ).fetchall()
+    nan = float("nan")
     stats = {r[0]: r for r in rows}
     evals = _eval_moments(con, params)
     exact = all(r[1] <= EXACT_LATENCY_LIMIT for r in rows)
-    latency = _latency_values(con, params) if exact else _latency_histograms(con, params)
-
-    nan = float("nan")
+    latency, per_minute = (latency_values if exact else latency_histograms)(con, params)
+    with_id = {r[0]: int(r[11]) for r in rows}
+    mixed = mixed_user_ids(with_id, {r[0]: int(r[1]) for r in rows})
+    per_user = {}
+    if any(with_id.values()):
+        per_user = user_statistics(
+            con,
+            params,
+            _EVENT_FILTER,
+            latency=latency,
+            tokens_var={r[0]: r[4] for r in rows},
+            score_var={r[0]: nan if r[9] is None else r[9] for r in rows},
+        )
 
     def cohort(name: str) -> CohortSummary:
         r = stats.get(name)
         if r is None:
-            return CohortSummary.empty()
+            empty = CohortSummary.empty()
+            return replace(empty, users=0.0) if per_user and mixed is None else empty
+        users, design = per_user.get(name, (nan, DesignEffects()))
         return CohortSummary(
             tasks=float(r[1]),
             successes=float(r[2]),
             latency=latency.get(name, np.empty(0)),
             tokens=Moments(float(r[1]), float(r[3]), float(r[4])),
             eval_score=_moments(r[7:10]).pooled(evals.get(name, _moments((0, None, None)))),
+            users=nan if mixed else users,  # a mixed selection: users unknown
+            design=design,
         )
 
     starts = [r[5] for r in rows if r[0] in ("stable", "canary")]
@@ -150,31 +163,11 @@ def _from_events(
         _utc(max(ends)) if ends else None,
         (),
         "store:events",
-        excluded=tuple(issues),
+        excluded=(*issues, mixed) if mixed else tuple(issues),
         tokens_max=max((float(r[10]) for r in rows if r[0] in ("stable", "canary")), default=nan),
-        silence=_event_silence(con, params),
+        silence=event_silence(con, params),
+        window_tasks=per_minute,
     )
-
-
-def _event_silence(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> Silence | None:
-    """Stable tasks and minutes since the canary's last task (see `Silence`)."""
-    row = first_row(
-        con.execute(
-            f"""
-            WITH sel AS (SELECT cohort, ts FROM events WHERE {_EVENT_FILTER}),
-                 last AS (SELECT max(ts) FILTER (WHERE cohort = 'canary') AS c,
-                                 min(ts) AS first, max(ts) AS final FROM sel)
-            SELECT epoch_us(last.final) - epoch_us(coalesce(last.c, last.first)),
-                   count(*) FILTER (WHERE sel.cohort = 'stable'
-                                      AND (last.c IS NULL OR sel.ts > last.c))
-            FROM sel, last GROUP BY ALL
-            """,
-            params,
-        )
-    )
-    if row is None or not row[1]:
-        return None
-    return Silence(float(row[0]) / 60e6, float(row[1]))
 
 
 def _moments(row: tuple[Any, ...]) -> Moments:
@@ -198,41 +191,6 @@ def _eval_moments(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> dic
         params,
     ).fetchall()
     return {r[0]: _moments(r[1:]) for r in rows}
-
-
-def _latency_values(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> dict[str, Any]:
-    cols = con.execute(
-        f"SELECT cohort = 'canary' AS canary, latency_ms FROM events WHERE {_EVENT_FILTER}",
-        params,
-    ).fetchnumpy()
-    is_canary = np.asarray(cols["canary"], dtype=bool)
-    values = np.asarray(cols["latency_ms"], dtype=float)
-    return {
-        "canary": np.compress(is_canary, values),
-        "stable": np.compress(~is_canary, values),
-    }
-
-
-def _latency_histograms(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> dict[str, Any]:
-    cols = con.execute(
-        f"""
-        SELECT cohort::VARCHAR AS cohort,
-               ceil(ln(greatest(latency_ms, {_LATENCY_FLOOR_MS})) * {_LOG_STEP})::BIGINT AS b,
-               count(*) AS n
-        FROM events WHERE {_EVENT_FILTER} GROUP BY ALL ORDER BY cohort, b
-        """,
-        params,
-    ).fetchnumpy()
-    cohorts = np.asarray(cols["cohort"], dtype=object)
-    out: dict[str, Any] = {}
-    for name in ("stable", "canary"):
-        mask = cohorts == name
-        if mask.any():
-            # Bucket b holds values in (e^((b-1)/k), e^(b/k)]: its upper edge is exact.
-            edges = np.exp(np.asarray(cols["b"])[mask] / _LOG_STEP)
-            counts = np.cumsum(np.asarray(cols["n"])[mask]).astype(float)
-            out[name] = Histogram(edges, counts)
-    return out
 
 
 def series_of(con: duckdb.DuckDBPyConnection, selection: Selection) -> list[tuple[Any, ...]]:
@@ -286,6 +244,7 @@ def _from_aggregates(
         key: (np.array([p[0] for p in pts]), np.array([p[1] for p in pts], dtype=float))
         for key, pts in ((k, sorted(v)) for k, v in points.items())
     }
+    silence, per_window = _window_silence(con, params, window, meta)
     return summary_from_totals(
         totals,
         buckets,
@@ -294,7 +253,8 @@ def _from_aggregates(
         issues=[],
         source="store:aggregates",
         excluded=excluded,
-        silence=_window_silence(con, params, window, meta),
+        silence=silence,
+        window_tasks=per_window,
     )
 
 
@@ -329,8 +289,8 @@ def _window_silence(
     params: dict[str, Any],
     window: str,
     meta: list[tuple[Any, ...]],
-) -> Silence | None:
-    """`Silence` from the trusted windows' task counts of both cohorts."""
+) -> tuple[Silence | None, np.ndarray | None]:
+    """`Silence` and the per-window task counts, from the trusted windows of both cohorts."""
     ids = {m[0]: m[1] == "canary" for m in meta if m[2:4] == ("tasks", "count")}
     cols = con.execute(
         f"""
@@ -340,12 +300,10 @@ def _window_silence(
         {**params, "tasks": list(ids)},
     ).fetchnumpy()
     canary = np.array([ids[int(i)] for i in cols["series_id"]], dtype=bool)
-    return window_silence(
-        np.asarray(cols["s"], dtype=np.int64),
-        np.asarray(cols["e"], dtype=np.int64),
-        canary,
-        np.asarray(cols["value"], dtype=float),
-    )
+    starts = np.asarray(cols["s"], dtype=np.int64)
+    tasks = np.nan_to_num(np.asarray(cols["value"], dtype=float))  # NaN windows: left out
+    silence = window_silence(starts, np.asarray(cols["e"], dtype=np.int64), canary, tasks)
+    return silence, window_counts(starts, canary, tasks)
 
 
 def latest_ingest_failure(con: duckdb.DuckDBPyConnection, selection: Selection) -> str | None:

@@ -231,9 +231,11 @@ class Store:
         """Append raw events; tasks already stored (same ``request_id``) are skipped.
 
         Rows without a ``request_id`` get one from a hash of their content, so
-        re-ingesting the same export changes nothing. Duplicates are looked up
-        only among stored events in the batch's time range (a task's end time
-        does not change), which keeps re-ingestion cheap on a large store.
+        re-ingesting the same export changes nothing; a stored id with other
+        content (``user_id`` included) refuses the batch (see `write_events`).
+        A ``user_id`` column must give every row a non-empty id, or be null on
+        every row (no user ids): anything between refuses the batch, naming
+        ``user_id`` and the rows, and nothing is stored.
         """
         batch = validate_events(events)
 
