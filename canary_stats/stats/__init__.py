@@ -18,7 +18,13 @@ from ._paired import paired_mean_contrast, paired_proportion_contrast
 from ._proportions import proportion_bound, proportion_contrast
 from ._quantile_tests import quantile_bound, quantile_contrast
 from ._quantiles import Histogram, QuantileSequenceResult, quantile_confidence_sequence
-from ._srm import SampleRatioResult, sample_ratio_mismatch
+from ._srm import (
+    SampleRatioResult,
+    ShareStabilityResult,
+    sample_ratio_mismatch,
+    share_stability,
+    window_dispersion,
+)
 from ._stages import combine_stages
 
 __all__ = [
@@ -28,6 +34,7 @@ __all__ = [
     "QuantileSequenceResult",
     "SampleRatioResult",
     "SequentialTestResult",
+    "ShareStabilityResult",
     "beta_binomial_log_evalue",
     "combine_stages",
     "mean_bound",
@@ -45,4 +52,6 @@ __all__ = [
     "quantile_contrast",
     "quantile_contrast_bootstrap",
     "sample_ratio_mismatch",
+    "share_stability",
+    "window_dispersion",
 ]
