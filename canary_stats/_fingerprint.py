@@ -30,7 +30,14 @@ def _digest(x: Any) -> Any:
 
 
 def _cohort(c: CohortSummary) -> dict[str, Any]:
-    return {
+    users = {}
+    if np.all(np.isfinite(np.asarray(c.users, dtype=float))):  # only with user ids
+        d = c.design
+        users = {
+            "users": _digest(c.users),
+            "design": [_digest(v) for v in (d.success, d.latency, d.tokens, d.eval_score)],
+        }
+    return users | {
         "tasks": _digest(c.tasks),
         "successes": _digest(c.successes),
         "latency": _digest(c.latency),

@@ -27,6 +27,7 @@ import numpy as np
 from . import stats
 from ._eta import eta_minutes, tuning
 from ._fingerprint import input_fingerprint
+from ._split import split_check
 from ._stages import _data_end, _same_pair, _stage_starts, as_frame, split_stages
 from ._trust import silent_canary, untrusted_reason
 from ._verdict import GuardrailVerdict, Verdict
@@ -160,9 +161,7 @@ def judge(
         )
         for g in policy.guardrails
     }
-    srm = stats.sample_ratio_mismatch(
-        summary.stable.tasks, summary.canary.tasks, expected_share=share, alpha=policy.srm_alpha
-    )
+    srm = split_check(summary, share, alpha=policy.srm_alpha)
     verdicts = {g.name: _guardrail_verdict(g, results[g.name], policy) for g in policy.guardrails}
     taint = untrusted_reason(summary, policy)
     if taint is not None:  # no guardrail is decided on numbers that cannot be trusted
@@ -297,8 +296,9 @@ def _data_problem(summary: Summary, srm: stats.SampleRatioResult, silent: str | 
             return f"no {name} tasks in the data yet"
     if srm.mismatch:
         return (
-            f"sample ratio mismatch: canary share {100 * srm.observed_share:.2f}% vs planned "
-            f"{100 * srm.expected_share:g}% (p = {srm.pvalue:.1e}); the split cannot be trusted"
+            f"sample ratio mismatch: canary share {100 * srm.observed_share:.2f}% of "
+            f"{srm.unit} vs planned {100 * srm.expected_share:g}% (p = {srm.pvalue:.1e}); "
+            "the split cannot be trusted"
         )
     return None
 

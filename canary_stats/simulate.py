@@ -10,13 +10,17 @@ seeded validation tests; `judge` gives the same answer check by check.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 
 from . import stats
+from ._simulated_users import cohort_users
+from ._split import HERFINDAHL, LEVEL_CONCENTRATION
 from ._verdict import Verdict
 from .judge import _evaluate, cohort_ready, decide, effective_status, judge
 from .policy import Policy
@@ -24,7 +28,7 @@ from .sources.openmetrics import LATENCY_BUCKETS
 from .sources.realistic import UserWorkload
 from .sources.synthetic import Regression, Tasks, Workload
 from .stats import Histogram, SequentialTestResult
-from .summary import CohortSummary, Moments, Summary
+from .summary import CohortSummary, DesignEffects, Moments, Summary
 
 __all__ = ["LATENCY_BUCKETS", "Check", "RolloutOutcome", "simulate_rollout", "stage_summaries"]
 
@@ -67,12 +71,21 @@ def _cohort(
     grid = np.zeros((k + 1, edges.size))
     np.add.at(grid, (w, bucket), 1.0)
     counts = np.cumsum(np.cumsum(grid, axis=0), axis=1)[:k]
+    users: Any = math.nan
+    design = DesignEffects()
+    if tasks.user is not None:  # sticky per-user routing: users and design effects
+        users, design = cohort_users(
+            tasks.user[mask], w, k, success=tasks.success[mask],
+            latency=tasks.latency_ms[mask], tokens=tok, score=score,
+        )  # fmt: skip
     return CohortSummary(
         tasks=n,
         successes=cum(tasks.success[mask].astype(float)),
         latency=Histogram(edges, counts),
         tokens=_moments(n, cum(tok), cum(tok * tok)),
         eval_score=_moments(cum(scored.astype(float)), cum(s0), cum(s0 * s0)),
+        users=users,
+        design=design,
     )
 
 
@@ -99,9 +112,15 @@ def stage_summaries(
 def summary_at(summary: Summary, k: int) -> Summary:
     """The scalar `Summary` of check ``k`` from an array-valued one."""
 
+    def at(x: Any) -> float:
+        a = np.asarray(x, dtype=float)
+        return float(a) if a.ndim == 0 else float(a[k])
+
     def pick(c: CohortSummary) -> CohortSummary:
         lat = c.latency
         assert isinstance(lat, Histogram)
+        d = c.design
+        design = DesignEffects(at(d.success), at(d.latency), at(d.tokens), at(d.eval_score))
         return CohortSummary(
             float(c.tasks[k]),
             float(c.successes[k]),
@@ -113,6 +132,8 @@ def summary_at(summary: Summary, k: int) -> Summary:
                     for x in (c.eval_score.n, c.eval_score.mean, c.eval_score.var)
                 )
             ),
+            users=at(c.users),
+            design=design,
         )
 
     return Summary(pick(summary.stable), pick(summary.canary), source=summary.source)
@@ -134,9 +155,7 @@ def _stage_decisions(
         s, e = effective_status(g, r, policy)
         statuses.append(np.broadcast_to(s, check_minutes.shape))
         enough.append(np.broadcast_to(e, check_minutes.shape))
-    srm = stats.sample_ratio_mismatch(
-        summary.stable.tasks, summary.canary.tasks, expected_share=share, alpha=policy.srm_alpha
-    )
+    srm = _split(summary, share, policy.srm_alpha)
     problem = np.asarray(srm.mismatch) | (summary.stable.tasks == 0) | (summary.canary.tasks == 0)
     ready = np.broadcast_to(
         cohort_ready(summary.stable.tasks, summary.canary.tasks, policy), check_minutes.shape
@@ -154,6 +173,21 @@ def _stage_decisions(
             cohort_ready=bool(ready[k]),
         )
         yield k, decision, tuple(n for n, x in zip(names, st, strict=True) if x == "fail")
+
+
+def _split(summary: Summary, share: float, alpha: float) -> stats.SampleRatioResult:
+    """`split_check` at every check: users when the traffic has them, else tasks.
+
+    Without users the simulator has no windows, so it tests task totals with no
+    burst scale (as `split_check` does on a summary without ``window_tasks``).
+    """
+    st, ca = summary.stable, summary.canary
+    if np.all(np.isfinite(np.asarray(st.users, dtype=float))):
+        return stats.sample_ratio_mismatch(st.users, ca.users, expected_share=share, alpha=alpha)
+    return stats.sample_ratio_mismatch(
+        st.tasks, ca.tasks, expected_share=share, alpha=alpha,
+        concentration=LEVEL_CONCENTRATION, herfindahl=HERFINDAHL,
+    )  # fmt: skip
 
 
 def simulate_rollout(

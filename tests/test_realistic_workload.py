@@ -65,8 +65,8 @@ def test_activity_is_zipf_like() -> None:
         counts = np.sort(np.bincount(_users(tasks), minlength=workload.users))[::-1]
         return float(counts[: workload.users // 100].sum() / counts.sum())
 
-    assert 0.22 < top_share(PER_USER) < 0.33  # about 27 % for the default population
-    assert top_share(replace(PER_USER, zipf_exponent=0.0)) < 0.02  # uniform: 1 %
+    assert 0.35 < top_share(PER_USER) < 0.5  # about 43 % for the class's 20,000 users
+    assert top_share(replace(PER_USER, zipf_exponent=0.0)) < 0.03  # uniform: 1 % plus Poisson noise
 
 
 def test_task_share_wanders_across_populations() -> None:
@@ -192,15 +192,15 @@ def test_user_effects_inflate_the_variance_of_the_canary_mean() -> None:
         means, binomial = [], []
         for seed in range(200):
             population = replace(workload, population_seed=seed)
-            tasks = population.generate(canary_share=0.1, minutes=60, rng=seed)
+            tasks = population.generate(canary_share=0.1, minutes=360, rng=seed)
             success = tasks.success[tasks.canary]
             p = success.mean()
             means.append(p)
             binomial.append(p * (1 - p) / success.size)
         return float(np.var(means, ddof=1) / np.mean(binomial))
 
-    assert design_effect(PER_USER) > 1.8
-    assert design_effect(replace(PER_USER, success_user_sd=0.0)) < 1.4
+    assert design_effect(PER_USER) > 1.45  # about 1.6 over 6 h at 10 %
+    assert design_effect(replace(PER_USER, success_user_sd=0.0)) < 1.3
 
 
 def test_a_population_is_fixed_by_its_seed() -> None:
@@ -281,4 +281,4 @@ def test_bad_calls() -> None:
     with pytest.raises(ValueError, match="`canary_share` must be in"):
         PER_USER.generate(canary_share=1.5, minutes=10, rng=0)
     with pytest.raises(InputError, match=r"^regression\.success_drop: "):
-        PER_USER.generate(canary_share=0.1, minutes=10, regression=Regression(success_drop=0.95))
+        PER_USER.generate(canary_share=0.1, minutes=10, regression=Regression(success_drop=0.99))

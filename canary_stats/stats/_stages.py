@@ -63,7 +63,8 @@ def combine_stages(
         reaches ``1/alpha``, ``pass`` once that of their compliance e-values
         reaches ``1/alpha_pass``. The interval is the set of contrast values that
         neither product rejects, valid uniformly over all checks of all stages;
-        the estimate weights the stages' estimates by their effective sizes;
+        the estimate is the value where violation and compliance evidence
+        balance (the stages' size-weighted estimates when the interval is open);
         counts are summed.
 
     Notes
@@ -98,6 +99,7 @@ def combine_stages(
     estimate = _weighted_estimate(results)
     if confidence_interval:
         low, high = _invert(evidence, results, c_fail, c_pass, np.shape(status))
+        estimate = _balanced(evidence, low, high, estimate, last.alternative)
     else:  # only which side of the margin is proven: the margin, else open
         at_margin = np.full(np.shape(status), float(last.margin))
         lower_proven = status == ("fail" if last.alternative == "greater" else "pass")
@@ -145,6 +147,28 @@ def _weighted_estimate(results: Sequence[SequentialTestResult]) -> FloatArray:
         weighted = weighted + w * np.nan_to_num(est)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(np.asarray(total) > 0, weighted / total, np.nan)
+
+
+def _balanced(
+    evidence: Evidence, low: FloatArray, high: FloatArray, fallback: FloatArray, alternative: str
+) -> FloatArray:
+    """The value where violation and compliance evidence balance, inside the interval.
+
+    Stages of unequal precision make a size-weighted average misleading (it can
+    fall outside the rollout-wide interval); the point of equal evidence both ways
+    is the estimate the combined test itself points to. Falls back to the
+    weighted average where the interval is open.
+    """
+    a, b = np.asarray(low, dtype=float).copy(), np.asarray(high, dtype=float).copy()
+    ok = np.isfinite(a) & np.isfinite(b) & (a <= b)
+    a, b = np.where(ok, a, 0.0), np.where(ok, b, 1.0)
+    sign = 1.0 if alternative == "greater" else -1.0
+    for _ in range(60):  # violation - compliance falls as the value grows ("greater")
+        mid = 0.5 * (a + b)
+        v, c = evidence(mid)
+        right = sign * (v - c) > 0
+        a, b = np.where(right, mid, a), np.where(right, b, mid)
+    return np.where(ok, 0.5 * (a + b), fallback)
 
 
 def _invert(
