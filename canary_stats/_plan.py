@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._plan_model import (
-    _STABLE_SHARE,
     Baseline,
     _concentration,
     _Spec,
@@ -139,8 +138,9 @@ def check_plan(
     * pNN latency: the canary's exceedance of a threshold ``t`` as a proportion
       test at ``1 - q`` (``max``: ``t`` the bound; ``max_ratio``: ``r Q_s``;
       ``max_increase``: ``Q_s + d``), variance ``q (1 - q)``, lognormal latency; vs
-      stable the threshold rides on the stable quantile's bound (10 % of the
-      level), which lowers the effect by ``kappa`` times that bound's half-width.
+      stable a difference of the two cohorts' shares at the stable quantile, each of
+      variance ``q (1 - q)``, the canary's test at 90 % of the level (the rest is the
+      band on the stable quantile, whose cost is left out).
     * Users: every variance is multiplied by ``1 + icc n sum(w_i^2)`` for ``n``
       observations of a stage (`design_effect`), so more tasks of the same users
       help less and less.
@@ -163,8 +163,7 @@ def check_plan(
         st, mode = policy.stages[k], policy.stage_mode(k)
         share = st.traffic / 100.0
         planned = st.duration.total_seconds() / 60.0 if st.duration else None
-        ctx = _Stage(share, rate, w2, baseline.icc, _STABLE_SHARE / len(analysed),
-                     *tuning(policy, share))  # fmt: skip
+        ctx = _Stage(share, rate, w2, baseline.icc, *tuning(policy, share))
         t_cohort = max(_wait(need, rate * share), _wait(need, rate * (1 - share)))  # this stage's
         timing = {sp.guardrail.name: _timing(sp, ctx, tracks[sp.guardrail.name], need, mode,
                                              fail_at, pass_at) for sp in specs}  # fmt: skip

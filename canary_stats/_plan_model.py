@@ -33,7 +33,7 @@ FloatArray = NDArray[np.float64]
 Statistic = Callable[[FloatArray], FloatArray]
 #: Beyond a month at one stage's traffic a decision is "never".
 MAX_MINUTES = 30 * 24 * 60.0
-#: The share of a level `quantile_contrast` spends on the stable quantile's bound.
+#: The share of a level `quantile_contrast` spends on the band on the stable quantile.
 _STABLE_SHARE = 0.1
 _Z95 = 1.6448536269514722
 
@@ -230,7 +230,6 @@ class _Side:
     effect: float  # distance of the true contrast from the null, toward the proof (> 0)
     var_canary: float
     var_stable: float
-    kappa: float = 0.0  # exceedance vs stable: pull of the stable quantile's bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +247,7 @@ class _Spec:
 
     @property
     def one_sample(self) -> bool:
-        return self.exceedance or self.guardrail.contrast == "absolute"
+        return self.guardrail.contrast == "absolute"
 
 
 def _spec(g: Guardrail, b: Baseline, eval_share: float) -> _Spec:
@@ -298,10 +297,10 @@ def _latency_spec(g: Guardrail, b: Baseline, sign: float) -> _Spec:
     """p-quantile rules as exceedance proportions: ``Q <= t`` is ``P(X > t) <= 1 - q``.
 
     Lognormal latency; the canary is stable's distribution scaled by ``c``. Against
-    stable, the threshold rides on the stable quantile's bound, which costs the canary
-    ``kappa`` times that bound's half-width (in probability units): ``kappa`` is the
-    canary's density at the threshold over stable's at its quantile, per unit of
-    threshold moved.
+    stable, `quantile_contrast` compares the two cohorts' shares at the stable
+    quantile (a difference of two proportions, each of variance about ``q (1 - q)``);
+    the band on the stable quantile and the cells' width are left out (small when
+    the cohorts differ by a scale and the buckets are fine).
     """
     q, s = float(g.quantile or 0.95), b.latency_sigma
     p0, zq = 1.0 - q, float(special.ndtri(q))
@@ -322,14 +321,13 @@ def _latency_spec(g: Guardrail, b: Baseline, sign: float) -> _Spec:
         effect = sign * (exceed - p0) * (1 if harmful else -1)
         if not effect > 0:
             return None
-        slope = 1.0 if g.contrast == "ratio" else quantile / t  # (dt/dQ)(Q/t)
-        kappa = 0.0 if g.contrast == "absolute" else slope * math.exp(0.5 * (zq * zq - zt * zt))
-        return _Side(effect, p0 * (1 - p0), p0 * (1 - p0), kappa)
+        return _Side(effect, p0 * (1 - p0), p0 * (1 - p0))
 
     passing = side(healthy, harmful=False)
     ratio = g.contrast == "ratio"
+    coef = 0.0 if g.contrast == "absolute" else 1.0  # vs stable: stable's share counts too
     return _Spec(
-        g, 0.0, 1.0, exact=True, bounded=False, exceedance=True,
+        g, coef, 1.0, exact=True, bounded=False, exceedance=True,
         healthy=1.0 if ratio else 0.0 if g.contrast == "difference" else healthy,
         regression=reg / quantile if ratio else reg - quantile if g.contrast != "absolute" else reg,
         fail=side(reg, harmful=True) if passing else None, passing=passing,
@@ -344,7 +342,6 @@ class _Stage:
     rate: float  # tasks per minute, both cohorts
     concentration: float  # sum of users' activity shares squared (0: independent tasks)
     icc: float
-    stable_level: float  # share of a level on the stable quantile's bound (per stage)
     n_two: float
     n_can: float
     n_sta: float
@@ -366,13 +363,6 @@ class _Stage:
                 v_c, v_s = (n_c * v_c + 0.25) / (n_c + 1), (n_s * v_s + 0.25) / (n_s + 1)
             se = np.sqrt(deff * (v_c / n_c + sp.coef**2 * v_s / n_s))
             effect: Any = side.effect
-            if side.kappa:
-                lv = level * self.stable_level
-                rho = stats.mixture_precision(self.n_sta, lv)
-                half = stats.normal_mixture_boundary(n_s, alpha=lv, rho=rho) * np.sqrt(
-                    deff * side.var_stable / n_s
-                )
-                effect = effect - side.kappa * half
             return np.asarray(effect / se, dtype=float)
 
         return z

@@ -3,11 +3,13 @@
 Both rest on one fact: ``Q(q) > c`` exactly when ``P(X <= c) < q``. So "the
 canary's p95 is above ``c``" is a statement about one proportion, the share of
 canary tasks at or below ``c``, and a one-sided beta-binomial mixture tests it at
-every look ([1]_, Sec. 3; [2]_). For canary vs stable, ``c`` is the margin applied
-to a time-uniform bound on the *stable* quantile, taken at a small share of the
-error level: while the stable cohort is the larger one its bound is tight early,
-and the canary pays for one proportion, not for a quantile sequence of its own
-([3]_, §9.3).
+every look ([1]_, Sec. 3; [2]_). For canary vs stable, two tests are averaged
+(the mean of e-processes is one): the canary's share at or below the margin
+applied to a time-uniform band on the *stable* quantile, against ``q`` ([3]_,
+§9.3), and the two cohorts' shares compared at the same point
+(`_quantile_cells`), whose errors add in quadrature; the first wins where ties
+put a large atom at the stable quantile, the second once the cohorts are of a
+size.
 
 References
 ----------
@@ -43,7 +45,9 @@ from ._common import (
     scalar_or_array,
     status_from_bounds,
 )
+from ._quantile_cells import band_levels, cell_evidence, mean_evidence
 from ._quantiles import Histogram, _quantile_iv, _sequence
+from ._stages import _root
 
 __all__ = ["quantile_bound", "quantile_contrast"]
 
@@ -217,15 +221,21 @@ def quantile_contrast(
 
     Notes
     -----
-    A violation ``Q_c > r Q_s`` is proven when the canary's share of tasks at or
-    below ``r U_s`` is proven below ``q``, with ``U_s`` the stable quantile's
-    upper bound: then ``Q_c > r U_s >= r Q_s``. Compliance is proven the same way
-    from the lower bound ``L_s`` (share at or below ``r L_s`` above ``q``). Ties
-    (latencies in whole seconds) count as "at or below", the conservative side
-    for both. Error: the stable bounds fail with probability at most
-    ``stable_share * alpha`` over all stages, the canary's test at most the rest.
-    The reported interval inverts the same tests, e.g. its lower end is
-    ``L_canary / U_s`` with ``L_canary`` the canary's sequence at the canary's level.
+    One-sample part: a violation ``Q_c > r Q_s`` is proven when the canary's share
+    of tasks at or below ``r U_s`` is proven below ``q``, with ``U_s`` the upper end
+    of a band on the stable quantile: then ``Q_c > r U_s >= r Q_s``. Compliance is
+    proven the same way from the band's lower end ``L_s``. Ties (latencies in whole
+    seconds) count as "at or below", the conservative side for both.
+
+    Two-sample part (harmful direction "greater"): in every cell of a fixed grid
+    that the band reaches, the canary's share at ``r t`` against stable's share at
+    ``t`` (see `_quantile_cells`). The two parts' e-processes are averaged.
+
+    Error: the bands fail with probability at most ``stable_share * alpha`` over
+    all stages (each side of a band half of its stage's share), the averaged test
+    at most the rest. The interval inverts the same evidence by bisection. For the
+    harmful direction "less" only the one-sample part is used, with one-sided
+    stable bounds, and the interval is ``L_canary / U_s`` to ``U_canary / L_s``.
     """
     margin, alt, alpha, alpha_pass = decision_iv(margin, alternative, alpha, alpha_pass)
     if contrast not in ("ratio", "difference"):
@@ -272,18 +282,59 @@ def quantile_contrast(
 
     canary_data, _, _ = _quantile_iv(canary, q)
     count, n_c = _counter(canary_data)
-    evidence = _exceedance_evidence(
-        count, n_c, q, deff_c, mixture_precision(n_tune_c, fail_c),
-        mixture_precision(n_tune_c, pass_c), alt, threshold,
-    )  # fmt: skip
+    method = "canary exceedance of the stable quantile's bound (order statistics)"
+    status = status_from_bounds(low, high, margin, alt)
+    if greater:  # the cohorts' shares compared at one point (errors add in quadrature)
+        stable_data, _, _ = _quantile_iv(stable, q)
+        count_s, n_s = _counter(stable_data)
+        n_tune_s = check_positive_int(n_tune_stable, "n_tune_stable")
+        bands = tuple(
+            _band(stable, q, levels, n_tune_s, deff_s) for levels in band_levels(fail_s, pass_s)
+        )
+        edges = stable_data.upper_bounds if isinstance(stable_data, Histogram) else None
+        (_, fail_band_high), (pass_band_low, _) = bands
+
+        def band_threshold(value: FloatArray, harmful: bool) -> FloatArray:
+            ref = fail_band_high if harmful else pass_band_low
+            with np.errstate(invalid="ignore", over="ignore"):
+                c = value * ref if contrast == "ratio" else ref + value
+            return np.where(np.isfinite(ref), c, np.inf if harmful else -np.inf)
+
+        # Ties make the shares at a stable atom differ a lot (latencies in whole
+        # seconds): there the canary's share against q itself is the stronger test.
+        # The mean of the two e-processes is one, valid whichever wins.
+        one_sample = _exceedance_evidence(
+            count, n_c, q, deff_c, mixture_precision(n_tune_c, fail_c),
+            mixture_precision(n_tune_c, pass_c), alt, band_threshold,
+        )  # fmt: skip
+        two_sample = cell_evidence(
+            count_s, n_s, count, n_c, q=q, deff=(deff_s, deff_c), bands=bands,  # type: ignore[arg-type]
+            edges=edges, ratio=contrast == "ratio",
+            rho=(mixture_precision(n_tune_s + n_tune_c, fail_c),
+                 mixture_precision(n_tune_s + n_tune_c, pass_c)),
+        )  # fmt: skip
+        evidence = mean_evidence(one_sample, two_sample)
+        low, high = _inverted(evidence, low, high, fail_c, pass_c, contrast, margin)
+        method = "cohort shares at the stable quantile (two-sample, cells) and canary exceedance"
+        v_m, c_m = evidence(np.full(np.shape(low), margin))
+        status = np.where(
+            v_m >= np.log(1.0 / fail_c),
+            "fail",
+            np.where(c_m >= np.log(1.0 / pass_c), "pass", "inconclusive"),
+        )
+    else:
+        evidence = _exceedance_evidence(
+            count, n_c, q, deff_c, mixture_precision(n_tune_c, fail_c),
+            mixture_precision(n_tune_c, pass_c), alt, threshold,
+        )  # fmt: skip
     return SequentialTestResult(
-        method="canary exceedance of the stable quantile's bound (order statistics)",
+        method=method,
         contrast=contrast,
         estimate=scalar_or_array(estimate),
         confidence_interval=ConfidenceInterval(scalar_or_array(low), scalar_or_array(high)),
         margin=margin,
         alternative=alt,
-        status=status_from_bounds(low, high, margin, alt),
+        status=status.item() if np.ndim(status) == 0 else status,
         n_stable=sta.n,
         n_canary=can.n,
         alpha=alpha,
@@ -299,3 +350,42 @@ def _deff_iv(value: ArrayLike, name: str) -> FloatArray:
     if not np.all(np.isfinite(d)) or np.any(d < 1.0):
         raise ValueError(f"`{name}` must be finite and at least 1; got {value!r}.")
     return d
+
+
+def _band(
+    stable: Any, q: float, levels: tuple[float, float], n_tune: float, deff: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    seq = _sequence(stable, q, *levels, n_tune, deff)
+    return (
+        np.asarray(seq.confidence_interval.low, dtype=float),
+        np.asarray(seq.confidence_interval.high, dtype=float),
+    )
+
+
+def _inverted(
+    evidence: Evidence,
+    low: FloatArray,
+    high: FloatArray,
+    fail: float,
+    pass_: float,
+    contrast: str,
+    margin: float,
+) -> tuple[FloatArray, FloatArray]:
+    """The interval of the two-sample evidence (harmful side "greater"), by bisection.
+
+    The per-cohort interval brackets the search: whichever test is tighter, the
+    values it leaves open lie near it.
+    """
+    shape = np.broadcast_shapes(np.shape(low), np.shape(high))
+    lo = np.broadcast_to(np.where(np.isfinite(low), low, np.nan), shape)
+    hi = np.broadcast_to(np.where(np.isfinite(high), high, np.nan), shape)
+    span = np.where(np.isfinite(hi - lo), hi - lo, 0.0) + abs(margin) + 1e-9
+    mid = np.where(np.isfinite(lo), lo, np.where(np.isfinite(hi), hi, margin))
+    left = np.where(np.isfinite(lo), lo, mid) - 2.0 * span
+    right = np.where(np.isfinite(hi), hi, mid) + 2.0 * span
+    if contrast == "ratio":
+        left = np.maximum(left, 0.0)
+    c_fail, c_pass = np.log(1.0 / fail), np.log(1.0 / pass_)
+    new_low = _root(lambda v: evidence(v)[0], c_fail, left, right, falling=True)
+    new_high = _root(lambda v: evidence(v)[1], c_pass, left, right, falling=False)
+    return new_low, new_high
