@@ -28,9 +28,29 @@ from .sources.openmetrics import LATENCY_BUCKETS
 from .sources.realistic import UserWorkload
 from .sources.synthetic import Regression, Tasks, Workload
 from .stats import Histogram, SequentialTestResult
+from .store import LATENCY_RESOLUTION
 from .summary import CohortSummary, DesignEffects, Moments, Summary
 
-__all__ = ["LATENCY_BUCKETS", "Check", "RolloutOutcome", "simulate_rollout", "stage_summaries"]
+__all__ = [
+    "EVENT_LATENCY_BUCKETS",
+    "LATENCY_BUCKETS",
+    "Check",
+    "RolloutOutcome",
+    "simulate_rollout",
+    "stage_summaries",
+]
+
+#: Latency buckets of the event store's grid (1 % wide, 1 ms to 10 min): traffic with
+#: user ids comes as events, whose latencies the store keeps exact up to
+#: `store.EXACT_LATENCY_LIMIT` tasks and in these buckets beyond; the simulator uses
+#: the buckets throughout (slightly coarser than exact, never finer).
+EVENT_LATENCY_BUCKETS = np.concatenate(
+    [
+        np.exp(np.arange(0, math.ceil(math.log(600_000.0) / math.log1p(LATENCY_RESOLUTION)) + 1)
+               * math.log1p(LATENCY_RESOLUTION)),
+        [np.inf],
+    ]
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +249,9 @@ def simulate_rollout(
             phase=2 * np.pi * total / (workload.diurnal_period.total_seconds() / 60),
             rng=gen,
         )
-        summary = stage_summaries(tasks, check_minutes)
+        # Tasks with user ids are events, which the store bins on its own finer grid.
+        edges = LATENCY_BUCKETS if tasks.user is None else EVENT_LATENCY_BUCKETS
+        summary = stage_summaries(tasks, check_minutes, edges)
         ended = None
         for k, decision, failed in _stage_decisions(policy, stage, summary, check_minutes, carried):
             minute = float(check_minutes[k])
