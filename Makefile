@@ -57,6 +57,7 @@ bench: $(STAMP) prometheus wrk
 	$(BIN)/python -m bench.data_layer
 	$(BIN)/python -m bench.service
 	$(BIN)/python -m bench.rollout
+	$(BIN)/python -m bench.realistic
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -43,11 +43,18 @@ STAGE = 1  # the brief's call: analyze(events, policy, stage=1)
 TRACE_UP_TO = 1_000_000
 
 
-def make_events(n_per_cohort: int, seed: int = 0) -> pd.DataFrame:
+#: Users per cohort when events carry ``user_id`` (Zipf-like activity, as the
+#: realistic workloads): each user is in one cohort, as sticky routing makes it.
+USERS_PER_COHORT = 10_000
+
+
+def make_events(n_per_cohort: int, seed: int = 0, *, users: bool = False) -> pd.DataFrame:
     """Raw events for ``n_per_cohort`` stable and as many canary tasks over two hours.
 
     Distributions follow the synthetic workload's defaults (success 0.985,
-    lognormal latency and tokens, beta eval scores on 80 % of tasks).
+    lognormal latency and tokens, beta eval scores on 80 % of tasks). With
+    ``users``, a ``user_id`` on every row: `USERS_PER_COHORT` users per cohort,
+    each task's user drawn with Zipf-like weights ``(rank + 20) ** -1.1``.
     """
     rng = np.random.default_rng(seed)
     n = 2 * n_per_cohort
@@ -58,8 +65,14 @@ def make_events(n_per_cohort: int, seed: int = 0) -> pd.DataFrame:
     offsets = np.sort(rng.integers(0, 2 * 3600 * 10**9, size=n))
     score = rng.beta(0.93 * 30, 0.07 * 30, size=n)
     score[rng.random(n) >= 0.8] = np.nan
+    extra: dict[str, np.ndarray] = {}
+    if users:
+        weight = (np.arange(USERS_PER_COHORT) + 20.0) ** -1.1
+        rank = rng.choice(USERS_PER_COHORT, size=n, p=weight / weight.sum())
+        extra["user_id"] = np.char.add(np.where(canary, "c", "s"), rank.astype(str))
     return pd.DataFrame(
         {
+            **extra,
             "ts": pd.to_datetime(start + offsets, utc=True),
             "cohort": np.where(canary, "canary", "stable"),
             "success": rng.random(n) < 0.985,
@@ -129,6 +142,7 @@ class Measurement:
     minimum: float
     judge_median: float  # sufficient statistics -> verdict; the rest is `summarize`
     categorical: bool  # `cohort` as a pandas Categorical instead of strings
+    users: bool  # a `user_id` on every row (user-level design effects and split)
     frame_bytes: int  # memory of the input DataFrame (deep)
     peak_rss_increase: float  # RSS above the level before the call (all allocators)
     peak_traced: float  # tracemalloc peak during one call (Python and numpy); NaN if skipped
@@ -136,10 +150,12 @@ class Measurement:
     load: float  # 1-minute load average at the end
 
 
-def measure(n_per_cohort: int, repeats: int, *, categorical: bool = False) -> Measurement:
+def measure(
+    n_per_cohort: int, repeats: int, *, categorical: bool = False, users: bool = False
+) -> Measurement:
     """Time `analyze` ``repeats`` times on fixed data and record its peak memory."""
     policy = seed_policy()
-    events = make_events(n_per_cohort)
+    events = make_events(n_per_cohort, users=users)
     if categorical:  # what a dictionary-encoded source hands over: no strings to hash
         events["cohort"] = events["cohort"].astype("category")
     frame_bytes = int(events.memory_usage(deep=True).sum())
@@ -172,6 +188,7 @@ def measure(n_per_cohort: int, repeats: int, *, categorical: bool = False) -> Me
         minimum=float(np.min(t_all)),
         judge_median=float(np.median(t_judge)),
         categorical=categorical,
+        users=users,
         frame_bytes=frame_bytes,
         peak_rss_increase=float(max(peak.peak - base, 0)),
         peak_traced=traced,
@@ -207,11 +224,12 @@ def _worker(argv: list[str]) -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--profile", action="store_true")
     p.add_argument("--categorical", action="store_true")
+    p.add_argument("--users", action="store_true")
     args = p.parse_args(argv)
     if args.profile:
         print(json.dumps(profile(args.worker)))
     else:
-        m = measure(args.worker, args.repeats, categorical=args.categorical)
+        m = measure(args.worker, args.repeats, categorical=args.categorical, users=args.users)
         print(json.dumps(asdict(m)))
 
 
@@ -237,18 +255,19 @@ def run(sizes: list[int], *, profile_n: int | None = None) -> PerformanceResult:
     """Measure every size in its own process; a size that fails is recorded, not fatal.
 
     The profile size (default: the largest up to 1M) is also measured with a
-    categorical ``cohort`` column.
+    categorical ``cohort`` column, and with a ``user_id`` on every row.
     """
     out: list[Measurement] = []
     failures: dict[int, str] = {}
     n_prof = profile_n or max(s for s in sizes if s <= 1_000_000)
-    for n, categorical in [(n, False) for n in sizes] + [(n_prof, True)]:
+    variants = [(n, "string") for n in sizes] + [(n_prof, "categorical"), (n_prof, "user_id")]
+    for n, what in variants:
         repeats = 7 if n <= 1_000_000 else 3
-        what = "categorical" if categorical else "string"
-        print(f"  analyze on {n:,} + {n:,} events, {what} cohort ...", file=sys.stderr, flush=True)
+        print(f"  analyze on {n:,} + {n:,} events, {what} ...", file=sys.stderr, flush=True)
         args = ["--worker", str(n), "--repeats", str(repeats)]
+        args += {"string": [], "categorical": ["--categorical"], "user_id": ["--users"]}[what]
         try:
-            out.append(Measurement(**_spawn(args + ["--categorical"] * categorical, 1800)))
+            out.append(Measurement(**_spawn(args, 1800)))
         except (RuntimeError, subprocess.TimeoutExpired, MemoryError) as exc:
             failures[n] = str(exc).strip().splitlines()[-1][:300]
     prof = _spawn(["--worker", str(n_prof), "--profile"], 1800)
