@@ -29,7 +29,6 @@ __all__ = [
     "CANARY_STATS",
     "ORACLE_MARGIN",
     "ORACLE_MARGIN_BUDGET",
-    "ORACLE_MARGIN_FAMILY",
     "ORACLE_STABLE",
     "Record",
     "Summary",
@@ -40,12 +39,9 @@ __all__ = [
 CANARY_STATS = "canary_stats"
 ORACLE_STABLE = "oracle SPRT vs stable"
 ORACLE_MARGIN = "oracle SPRT vs margin"
-# Held to canary_stats' error budget for one guardrail in one stage (α / 12 here).
+# Held to canary_stats' error budget for one guardrail over the whole rollout (α/4:
+# four guardrails, evidence kept across stages): issue 14's yardstick.
 ORACLE_MARGIN_BUDGET = f"oracle SPRT vs margin at α={seed_policy().alpha_per_test():.4g}"
-# Held to the most that family-wise α leaves one of the four guardrails under an even
-# split, with no split over stages (α / 4): what even evidence kept across stages costs.
-FAMILY_ALPHA = seed_policy().alpha / len(seed_policy().guardrails)
-ORACLE_MARGIN_FAMILY = f"oracle SPRT vs margin at α={FAMILY_ALPHA:.4g}"
 REFERENCES: tuple[Literal["stable", "margin"], ...] = ("stable", "margin")
 
 
@@ -76,15 +72,13 @@ def _monitors(scenario: Scenario, workload: Workload) -> list[Monitor]:
                 monitors.append(
                     OracleSPRT(scenario, workload, reference=ref, continuous=continuous)
                 )
-        # The same oracle held to canary_stats' error budget for one guardrail in one
-        # stage, to separate the price of that budget from the price of the method.
+        # The same oracle held to canary_stats' error budget for one guardrail over the
+        # rollout, to separate the price of that budget from the price of the method.
         oracle = OracleSPRT(
             scenario, workload, reference="margin", alpha=seed_policy().alpha_per_test()
         )
         oracle.name = ORACLE_MARGIN_BUDGET
-        family = OracleSPRT(scenario, workload, reference="margin", alpha=FAMILY_ALPHA)
-        family.name = ORACLE_MARGIN_FAMILY
-        monitors += [oracle, family]
+        monitors.append(oracle)
         return monitors
     # Under the null the oracle has no regression to know about: run the SPRT of every
     # alternative, each at its full alpha, to show that none rejects more than alpha.

@@ -52,7 +52,8 @@ QUICK = Config(12, 6, (10_000, 100_000))
 FALSE_ROLLBACK_MAX = 0.05
 POWER_MIN = 0.95
 FALSE_PROMOTION_MAX = 0.05
-ORACLE_RATIO_MAX = 1.5
+ORACLE_RATIO_MAX = 1.25  # issue 14: the margin oracle at the same budget (α/4)
+TAIL_RATIO_MAX = 1.5  # the tail-only p95 regression
 PROMOTED_IN_TIME_MIN = 0.90
 ANALYZE_1M_MAX = 0.100
 ANALYZE_USERS_1M_MAX = 0.200
@@ -260,7 +261,7 @@ def _regression_section(summaries: list[oc.Summary]) -> list[str]:
                     "right guardrail",
                     "÷ oracle vs stable",
                     "÷ oracle vs margin",
-                    "÷ oracle vs margin at α/12",
+                    "÷ oracle vs margin at α/4",
                 ],
                 rows,
             ),
@@ -328,18 +329,17 @@ def _targets(
     for sc in SCENARIOS:
         if not sc.is_regression:
             continue
-        r = _oracle_ratio(by, sc.name, oc.CANARY_STATS, oc.ORACLE_STABLE)
+        r = _oracle_ratio(by, sc.name, oc.CANARY_STATS, oc.ORACLE_MARGIN_BUDGET)
+        r_s = _oracle_ratio(by, sc.name, oc.CANARY_STATS, oc.ORACLE_STABLE)
         r_m = _oracle_ratio(by, sc.name, oc.CANARY_STATS, oc.ORACLE_MARGIN)
-        r_b = _oracle_ratio(by, sc.name, oc.CANARY_STATS, oc.ORACLE_MARGIN_BUDGET)
-        r_f = _oracle_ratio(by, sc.name, oc.ORACLE_MARGIN_FAMILY, oc.ORACLE_MARGIN)
-        s, o = by[(sc.name, oc.CANARY_STATS)], by[(sc.name, oc.ORACLE_STABLE)]
+        s, o = by[(sc.name, oc.CANARY_STATS)], by[(sc.name, oc.ORACLE_MARGIN_BUDGET)]
+        limit = TAIL_RATIO_MAX if sc.name == "tail" else ORACLE_RATIO_MAX
         rows.append(
             [
-                f"`{sc.name}`: median min to rollback ≤ {ORACLE_RATIO_MAX}× oracle SPRT",
+                f"`{sc.name}`: median min to rollback ≤ {limit}× the margin oracle at α/4",
                 f"{_min(s.median_rollback)} vs {_min(o.median_rollback)} min = {_ratio(r)} "
-                f"(margin oracle: {_ratio(r_m)}; at α/12: {_ratio(r_b)}; "
-                f"the margin oracle itself at α/4: {_ratio(r_f)})",
-                _yes(r <= ORACLE_RATIO_MAX),
+                f"(oracle vs margin at α: {_ratio(r_m)}; oracle vs stable at α: {_ratio(r_s)})",
+                _yes(r <= limit),
             ]
         )
     share = null.promoted_by / null.runs
@@ -476,12 +476,14 @@ def _setup_section(runs_null: int, runs_reg: int) -> list[str]:
         "",
         f"Seed policy (`Policy.from_dict` of the seed manifest's rollout section): stages {plan}, "
         f"then 100 %; guardrails {guard}; α = {policy.alpha:g} family-wise, "
-        f"{policy.alpha_per_test():.5f} per guardrail and stage; the last stage before 100 % "
+        f"{policy.alpha_per_test():.5f} per guardrail over the rollout (evidence kept across "
+        "stages); the last stage before 100 % "
         "is a `prove` stage. Traffic: `canary_stats.sources.synthetic.Workload()` defaults "
         "(200 tasks/min, success 0.985, lognormal latency with median 2.5 s and σ 0.5 so p95 "
         "≈ 5.7 s, lognormal tokens, beta eval scores with mean 0.93 on 80 % of tasks, a 24 h "
-        "diurnal cycle of ±30 % that moves both cohorts). A check every 5 min on all data "
-        f"since the stage began. {runs_null} runs of the identical canary, {runs_reg} of each "
+        "diurnal cycle of ±30 % that moves both cohorts). A check every 5 min, each stage "
+        "compared over its own windows, its evidence multiplied onto the earlier stages'. "
+        f"{runs_null} runs of the identical canary, {runs_reg} of each "
         "regression; seeds depend only on scenario and run.",
         "",
         "Methods:",
@@ -517,13 +519,10 @@ def _setup_section(runs_null: int, runs_reg: int) -> list[str]:
         "a valid test cannot detect a canary just past the margin as fast as the oracle vs "
         "stable, which is told what 'no regression' looks like.",
         f"- **{oc.ORACLE_MARGIN_BUDGET}**: the margin oracle held to canary_stats' "
-        "error budget for one guardrail in one stage (α/12: four guardrails × three stages), "
-        "which separates the price of that budget from the price of the method.",
-        f"- **{oc.ORACLE_MARGIN_FAMILY}**: the margin oracle held to α/4, the most "
-        "that a family-wise α leaves one of four guardrails under an even split, with "
-        "evidence kept across stages (no split over stages). Any test that bounds false "
-        "rollback over all four guardrails at α pays at least this much for one of them; "
-        "its '÷ oracle vs margin' is the price of the family-wise guarantee alone.",
+        "error budget for one guardrail over the whole rollout (α/4: four guardrails, "
+        "evidence kept across stages). Any test that bounds false rollback over all four "
+        "guardrails at α pays at least this much for one of them; the targets compare "
+        "canary_stats with it (≤ 1.25×, the tail-only change ≤ 1.5×).",
         "",
         "Baselines and canary_stats see the same tasks: the baselines regenerate each stage "
         "with `generate_tasks` from the same seed, horizon and diurnal phase as "
