@@ -139,6 +139,15 @@ def clean_log_evidence(log_e: ArrayLike, empty: ArrayLike = False) -> FloatArray
     return np.where(empty, 0.0, a)
 
 
+def status_from_evidence(
+    violation: ArrayLike, compliance: ArrayLike, fail_level: float, pass_level: float
+) -> Any:
+    """``fail``/``pass``/``inconclusive`` from log e-values at the margin and their levels."""
+    fail = np.asarray(violation) >= np.log(1.0 / fail_level)
+    ok = np.asarray(compliance) >= np.log(1.0 / pass_level)
+    return np.where(fail, "fail", np.where(ok, "pass", "inconclusive"))
+
+
 def status_from_bounds(
     low: ArrayLike, high: ArrayLike, margin: float, alternative: Alternative
 ) -> Any:

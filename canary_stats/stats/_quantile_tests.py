@@ -44,10 +44,11 @@ from ._common import (
     decision_iv,
     scalar_or_array,
     status_from_bounds,
+    status_from_evidence,
 )
 from ._quantile_cells import band_levels, cell_evidence, mean_evidence
 from ._quantiles import Histogram, _quantile_iv, _sequence
-from ._stages import _root
+from ._stages import invert_evidence
 
 __all__ = ["quantile_bound", "quantile_contrast"]
 
@@ -273,12 +274,19 @@ def quantile_contrast(
     low = np.where(np.isnan(low), -np.inf, low)
     high = np.where(np.isnan(high), np.inf, high)
 
-    def threshold(value: FloatArray, harmful: bool) -> FloatArray:
-        ref = fail_ref if harmful else pass_ref
-        with np.errstate(invalid="ignore", over="ignore"):
-            c = value * ref if contrast == "ratio" else ref + value
-        # No stable bound yet: a threshold that proves nothing on either side.
-        return np.where(np.isfinite(ref), c, np.inf if harmful == greater else -np.inf)
+    def thresholds(
+        fail_ref: FloatArray, pass_ref: FloatArray
+    ) -> Callable[[FloatArray, bool], FloatArray]:
+        """The canary's threshold at a contrast value, from the stable bound of each side."""
+
+        def threshold(value: FloatArray, harmful: bool) -> FloatArray:
+            ref = fail_ref if harmful else pass_ref
+            with np.errstate(invalid="ignore", over="ignore"):
+                c = value * ref if contrast == "ratio" else ref + value
+            # No stable bound yet: a threshold that proves nothing on either side.
+            return np.where(np.isfinite(ref), c, np.inf if harmful == greater else -np.inf)
+
+        return threshold
 
     canary_data, _, _ = _quantile_iv(canary, q)
     count, n_c = _counter(canary_data)
@@ -293,19 +301,12 @@ def quantile_contrast(
         )
         edges = stable_data.upper_bounds if isinstance(stable_data, Histogram) else None
         (_, fail_band_high), (pass_band_low, _) = bands
-
-        def band_threshold(value: FloatArray, harmful: bool) -> FloatArray:
-            ref = fail_band_high if harmful else pass_band_low
-            with np.errstate(invalid="ignore", over="ignore"):
-                c = value * ref if contrast == "ratio" else ref + value
-            return np.where(np.isfinite(ref), c, np.inf if harmful else -np.inf)
-
         # Ties make the shares at a stable atom differ a lot (latencies in whole
         # seconds): there the canary's share against q itself is the stronger test.
         # The mean of the two e-processes is one, valid whichever wins.
         one_sample = _exceedance_evidence(
             count, n_c, q, deff_c, mixture_precision(n_tune_c, fail_c),
-            mixture_precision(n_tune_c, pass_c), alt, band_threshold,
+            mixture_precision(n_tune_c, pass_c), alt, thresholds(fail_band_high, pass_band_low),
         )  # fmt: skip
         two_sample = cell_evidence(
             count_s, n_s, count, n_c, q=q, deff=(deff_s, deff_c), bands=bands,  # type: ignore[arg-type]
@@ -316,16 +317,11 @@ def quantile_contrast(
         evidence = mean_evidence(one_sample, two_sample)
         low, high = _inverted(evidence, low, high, fail_c, pass_c, contrast, margin)
         method = "cohort shares at the stable quantile (two-sample, cells) and canary exceedance"
-        v_m, c_m = evidence(np.full(np.shape(low), margin))
-        status = np.where(
-            v_m >= np.log(1.0 / fail_c),
-            "fail",
-            np.where(c_m >= np.log(1.0 / pass_c), "pass", "inconclusive"),
-        )
+        status = status_from_evidence(*evidence(np.full(np.shape(low), margin)), fail_c, pass_c)
     else:
         evidence = _exceedance_evidence(
             count, n_c, q, deff_c, mixture_precision(n_tune_c, fail_c),
-            mixture_precision(n_tune_c, pass_c), alt, threshold,
+            mixture_precision(n_tune_c, pass_c), alt, thresholds(fail_ref, pass_ref),
         )  # fmt: skip
     return SequentialTestResult(
         method=method,
@@ -385,7 +381,6 @@ def _inverted(
     right = np.where(np.isfinite(hi), hi, mid) + 2.0 * span
     if contrast == "ratio":
         left = np.maximum(left, 0.0)
-    c_fail, c_pass = np.log(1.0 / fail), np.log(1.0 / pass_)
-    new_low = _root(lambda v: evidence(v)[0], c_fail, left, right, falling=True)
-    new_high = _root(lambda v: evidence(v)[1], c_pass, left, right, falling=False)
-    return new_low, new_high
+    return invert_evidence(
+        evidence, left, right, np.log(1.0 / fail), np.log(1.0 / pass_), greater=True
+    )

@@ -32,6 +32,7 @@ from ._common import (
     FloatArray,
     SequentialTestResult,
     scalar_or_array,
+    status_from_evidence,
 )
 
 __all__ = ["combine_stages"]
@@ -90,10 +91,7 @@ def combine_stages(
     evidence = _product([r.log_evidence for r in results if r.log_evidence is not None])
     fail_level, pass_level = last.evidence_levels or (last.alpha, last.alpha_pass)
     c_fail, c_pass = math.log(1.0 / fail_level), math.log(1.0 / pass_level)
-    violation, compliance = evidence(last.margin)
-    status = np.where(
-        violation >= c_fail, "fail", np.where(compliance >= c_pass, "pass", "inconclusive")
-    )
+    status = status_from_evidence(*evidence(last.margin), fail_level, pass_level)
     n_stable = sum(np.asarray(r.n_stable, dtype=float) for r in results)
     n_canary = sum(np.asarray(r.n_canary, dtype=float) for r in results)
     estimate = _weighted_estimate(results)
@@ -180,10 +178,7 @@ def _invert(
 ) -> tuple[FloatArray, FloatArray]:
     """The contrast values neither product rejects, by bisection on each side.
 
-    With ``alternative="greater"`` the violation evidence falls as the hypothesised
-    value grows (the lower bound is the largest value it rejects) and the
-    compliance evidence grows (the upper bound is the smallest value it rejects);
-    ``"less"`` mirrors both. The bracket spans every stage's estimate and bounds.
+    The bracket spans every stage's estimate and bounds (`invert_evidence`).
     """
     last = results[-1]
     ends: list[Any] = [np.asarray(last.margin, dtype=float)]
@@ -197,7 +192,26 @@ def _invert(
     left, right = lo - 4.0 * span, hi + 4.0 * span
     if last.contrast == "ratio":
         left = np.maximum(left, 0.0)
-    greater = last.alternative == "greater"
+    return invert_evidence(
+        evidence, left, right, c_fail, c_pass, greater=last.alternative == "greater"
+    )
+
+
+def invert_evidence(
+    evidence: Evidence,
+    left: FloatArray,
+    right: FloatArray,
+    c_fail: float,
+    c_pass: float,
+    *,
+    greater: bool,
+) -> tuple[FloatArray, FloatArray]:
+    """``(low, high)``: the values in ``[left, right]`` neither side's evidence rejects.
+
+    With ``greater`` the violation evidence falls as the hypothesised value grows
+    (the lower bound is the largest value it rejects) and the compliance evidence
+    grows (the upper bound is the smallest value it rejects); else both mirror.
+    """
     fail_side = _root(lambda v: evidence(v)[0], c_fail, left, right, falling=greater)
     pass_side = _root(lambda v: evidence(v)[1], c_pass, left, right, falling=not greater)
     return (fail_side, pass_side) if greater else (pass_side, fail_side)
