@@ -37,6 +37,9 @@ def _cohort(c: CohortSummary) -> dict[str, Any]:
             "users": _digest(c.users),
             "design": [_digest(v) for v in (d.success, d.latency, d.tokens, d.eval_score)],
         }
+        a = c.adjustment
+        if np.any(np.asarray(a.tokens) != 0) or np.any(np.asarray(a.eval_score) != 0):
+            users["adjustment"] = [_digest(a.tokens), _digest(a.eval_score)]
     return users | {
         "tasks": _digest(c.tasks),
         "successes": _digest(c.successes),

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from .summary import DesignEffects, ratio_design_effect
+from .summary import DesignEffects, UserSums, ratio_design_effect
+from .summary._history import per_user_sums
 from .summary._users import EXCEEDANCE_QUANTILE
 
-__all__ = ["cohort_users"]
+__all__ = ["cohort_users", "running_user_sums"]
 
 
 def cohort_users(
@@ -75,3 +76,17 @@ def _task_var(x: np.ndarray, window: np.ndarray, k: int, keep: np.ndarray | None
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = s1 / n
         return np.where(n > 0, np.maximum(s2 / n - mean * mean, 0.0), np.nan)
+
+
+def running_user_sums(
+    user: np.ndarray, window: np.ndarray, k: int, *, tokens: np.ndarray, score: np.ndarray
+) -> UserSums:
+    """One cohort's per-user sums at each of ``k`` checks (rows), for `adjust_cohorts`."""
+    ids, codes = np.unique(user, return_inverse=True)
+
+    def running(weights: np.ndarray) -> np.ndarray:
+        grid = np.zeros((k + 1, ids.size))
+        np.add.at(grid, (window, codes), weights)
+        return np.cumsum(grid, axis=0)[:k]
+
+    return UserSums(ids, *per_user_sums(running, tokens, score))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,16 @@ from .errors import EventsError
 from .sources._pull import Pull
 from .sources.files import load_events
 from .store import Store, StoreView
-from .summary import Summary
+from .summary import Summary, UserHistory
 
-__all__ = ["as_frame", "earlier_views", "split_stages"]
+__all__ = [
+    "as_frame",
+    "earlier_views",
+    "history_before",
+    "rollout_start",
+    "split_stages",
+    "users_history",
+]
 
 
 def _stage_starts(starts: Sequence[datetime | str], stage: int) -> list[datetime]:
@@ -128,6 +135,52 @@ def earlier_views(
         views[j] = store.select(stable=stable, canary=canary, start=begin, end=end)
         end = begin
     return views
+
+
+def history_before(data: Any, start: datetime, span: timedelta) -> Any:
+    """``data``'s events in ``[start - span, start)``: the users' history before a rollout.
+
+    Store views are narrowed, raw events cut by ``ts``; aggregates and summaries
+    have no users, so they give None, as does a zero ``span``.
+    """
+    if span <= timedelta(0) or isinstance(data, Summary | Pull):
+        return None
+    if isinstance(data, Store):
+        data = data.select()
+    if isinstance(data, StoreView):
+        return StoreView(data.store, replace(data.selection, start=start - span, end=start))
+    frame = as_frame(data)
+    if "ts" not in frame.columns or "user_id" not in frame.columns:
+        return None
+    when = pd.to_datetime(frame["ts"], utc=True)
+    return frame[(when >= start - span) & (when < start)]
+
+
+def users_history(data: Any) -> UserHistory | None:
+    """`UserHistory` of any input `analyze` takes as ``history`` (None: no history).
+
+    Only the stable cohort's events with user ids count: before the rollout every
+    user was on stable, and a canary's events are not a user's own level.
+    """
+    if data is None or isinstance(data, UserHistory):
+        return data
+    if isinstance(data, Store):
+        data = data.select()
+    if isinstance(data, StoreView):
+        return data.history()
+    if isinstance(data, Summary | Pull):
+        raise EventsError(
+            "history",
+            "expected raw events with user ids (or a store view of them); aggregates and "
+            "summaries have no users",
+        )
+    return UserHistory.from_events(as_frame(data))
+
+
+def rollout_start(views: Sequence[StoreView | None], current: datetime) -> datetime:
+    """When the rollout of these earlier-stage views began (``current`` without any)."""
+    starts = [v.selection.start for v in views if v is not None and v.selection.start]
+    return min([*starts, current])
 
 
 def as_frame(data: Any) -> pd.DataFrame:

@@ -28,7 +28,15 @@ from . import stats
 from ._eta import eta_minutes, tuning
 from ._fingerprint import input_fingerprint
 from ._split import split_check
-from ._stages import _data_end, _same_pair, _stage_starts, as_frame, split_stages
+from ._stages import (
+    _data_end,
+    _same_pair,
+    _stage_starts,
+    as_frame,
+    history_before,
+    split_stages,
+    users_history,
+)
 from ._trust import silent_canary, untrusted_reason
 from ._verdict import GuardrailVerdict, Verdict
 from .errors import EventsError
@@ -37,7 +45,7 @@ from .sources._pull import Pull
 from .sources.files import load_events
 from .stats import SequentialTestResult
 from .store import Store, StoreView
-from .summary import CohortSummary, Summary, summarize, summarize_aggregates
+from .summary import CohortSummary, Summary, UserHistory, summarize, summarize_aggregates
 
 __all__ = [
     "analyze",
@@ -59,6 +67,7 @@ def analyze(
     elapsed: timedelta | str | None = None,
     stage_starts: Sequence[datetime | str] | None = None,
     earlier: Sequence[Any] | None = None,
+    history: Any = None,
 ) -> Verdict:
     """Judge the canary against the policy at one check of one stage.
 
@@ -85,6 +94,12 @@ def analyze(
         Instead of ``stage_starts``: the data of each earlier stage ``0 .. stage
         - 1``, in order (each of the kinds ``events`` accepts, or None). Without
         either, the evidence starts with this stage (a fresh rollout).
+    history : DataFrame, path, Store, StoreView or UserHistory, optional
+        The users' events before the rollout (their stable cohort's, with user ids):
+        each user's earlier mean adjusts the mean metrics' estimates (CUPED),
+        which removes most of the spread that per-user routing adds. Default: with
+        ``stage_starts``, the data's events in the ``policy.user_history`` before
+        the first stage; otherwise none.
     """
     if stage_starts is not None and earlier is not None:
         raise EventsError("stage_starts", "give either stage_starts or earlier, not both")
@@ -93,13 +108,16 @@ def analyze(
     if stage_starts is not None:
         starts = _stage_starts(stage_starts, stage)
         parts = split_stages(view, starts)
-        current, history = parts[-1], parts[:-1]
+        current, stages = parts[-1], parts[:-1]
+        if history is None:
+            history = history_before(view, starts[0], policy.user_history)
     else:
         current = view
-        history = list(earlier or [])
-        _same_pair(view, history)
-    summary = _summarize(current, policy)
-    past = [None if h is None else _summarize(h, policy) for h in history]
+        stages = list(earlier or [])
+        _same_pair(view, stages)
+    users = users_history(history)
+    summary = _summarize(current, policy, users)
+    past = [None if h is None else _summarize(h, policy, users) for h in stages]
     if elapsed is not None:
         span = parse_duration(elapsed, "elapsed")
     elif stage_starts is not None:
@@ -119,19 +137,19 @@ def analyze(
     return verdict
 
 
-def _summarize(events: Any, policy: Policy) -> Summary:
-    """The `Summary` of any input `analyze` accepts."""
+def _summarize(events: Any, policy: Policy, history: UserHistory | None = None) -> Summary:
+    """The `Summary` of any input `analyze` accepts (mean metrics adjusted by ``history``)."""
     if isinstance(events, Store):
         events = events.select()
     if isinstance(events, StoreView):
-        return events.summary()
+        return events.summary(history=history)
     if isinstance(events, Summary):
         return events
     if isinstance(events, Pull):
         pulled = summarize_aggregates(events.trusted())
         found = tuple(issue.describe() for issue in events.issues)
         return replace(pulled, excluded=pulled.excluded + found)
-    return summarize(as_frame(events), metrics=policy.metrics_per_cohort())
+    return summarize(as_frame(events), metrics=policy.metrics_per_cohort(), history=history)
 
 
 def judge(
@@ -349,11 +367,37 @@ def _like(n: Any, shape: tuple[int, ...]) -> Any:
 
 
 def _design(c: CohortSummary, metric: str) -> Any:
-    """The cohort's design effect for ``metric`` (1 without user ids)."""
+    """The cohort's design effect for ``metric`` (1 without user ids).
+
+    At least 1, except for a mean adjusted by users' history, whose variance may
+    be below that of independent tasks (a floor keeps a degenerate one finite).
+    """
     design = getattr(c, "design", None)
     field = {"task_success_rate": "success", "latency_ms": "latency"}.get(metric, metric)
     field = "tokens" if field == "tokens_per_task" else field
-    return np.maximum(np.asarray(getattr(design, field, 1.0), dtype=float), 1.0)
+    floor = _ADJUSTED_DEFF_FLOOR if _shifted(c, field) else 1.0
+    return np.maximum(np.asarray(getattr(design, field, 1.0), dtype=float), floor)
+
+
+#: The smallest design effect an adjusted mean may claim (a variance cut 100-fold).
+_ADJUSTED_DEFF_FLOOR = 0.01
+
+
+def _shifted(c: CohortSummary, field: str) -> bool:
+    adj = getattr(c, "adjustment", None)
+    return (
+        adj is not None
+        and field in ("tokens", "eval_score")
+        and bool(np.any(np.asarray(getattr(adj, field)) != 0))
+    )
+
+
+def _mean(c: CohortSummary, metric: str) -> Any:
+    """The cohort's mean of a mean metric, adjusted by users' history where it was."""
+    field = "tokens" if metric == "tokens_per_task" else "eval_score"
+    adj = getattr(c, "adjustment", None)
+    shift = 0.0 if adj is None else getattr(adj, field)
+    return _nz(getattr(c, field).mean) + np.asarray(shift, dtype=float)
 
 
 def _test(g: Guardrail, s: Summary, policy: Policy, share: float) -> SequentialTestResult:
@@ -405,14 +449,15 @@ def _test(g: Guardrail, s: Summary, policy: Policy, share: float) -> SequentialT
     v_s = _bounded_var(m_s) if bounded else m_s.var
     v_c = _bounded_var(m_c) if bounded else m_c.var
     n_s, n_c = np.asarray(m_s.n, dtype=float) / d_s, np.asarray(m_c.n, dtype=float) / d_c
+    mean_s, mean_c = _mean(st, g.metric), _mean(ca, g.metric)
     if g.contrast == "absolute":
-        return stats.mean_bound(n_c, _nz(m_c.mean), _nz(v_c), bound=g.margin, n_tune=n_can, **opts)
+        return stats.mean_bound(n_c, mean_c, _nz(v_c), bound=g.margin, n_tune=n_can, **opts)
     return stats.mean_contrast(
         n_s,
-        _nz(m_s.mean),
+        mean_s,
         _nz(v_s),
         n_c,
-        _nz(m_c.mean),
+        mean_c,
         _nz(v_c),
         contrast=g.contrast,
         margin=g.margin,

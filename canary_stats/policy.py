@@ -152,7 +152,8 @@ class Policy(_Model):
     ``on_silent_canary`` says what a canary that stops finishing tasks while the
     stable cohort goes on gets: a named hold (default) or a rollback.
     ``max_tokens_per_task`` comes from the manifest's ``spec.config``: a task
-    above it is a data problem, and the judge holds.
+    above it is a data problem, and the judge holds. ``user_history`` is how much
+    of the users' past (before the rollout) adjusts the mean metrics.
     """
 
     guardrails: tuple[Guardrail, ...] = Field(min_length=1)
@@ -167,6 +168,17 @@ class Policy(_Model):
     on_silent_canary: Literal["hold", "rollback"] = "hold"
     #: The manifest's ``spec.config.max_tokens_per_task``: tokens above it are corrupt data.
     max_tokens_per_task: float | None = Field(default=None, gt=0, le=1e9)
+    #: How far before the rollout's first stage the stable cohort's events are read as
+    #: each user's history, the covariate of the mean metrics (CUPED); 0 turns it off.
+    user_history: timedelta = timedelta(hours=24)
+
+    @field_validator("user_history", mode="before")
+    @classmethod
+    def _user_history(cls, v: Any) -> Any:
+        span = parse_duration(v, "user_history")
+        if span < timedelta(0):
+            raise ValueError("user_history must not be negative")
+        return span
 
     @field_validator("guardrails", mode="before")
     @classmethod

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import stats
-from ._simulated_users import cohort_users
+from ._simulated_users import cohort_users, running_user_sums
 from ._split import HERFINDAHL, LEVEL_CONCENTRATION
 from ._verdict import Verdict
 from .judge import _evaluate, cohort_ready, decide, effective_status, judge
@@ -29,7 +29,15 @@ from .sources.realistic import UserWorkload
 from .sources.synthetic import Regression, Tasks, Workload
 from .stats import Histogram, SequentialTestResult
 from .store import LATENCY_RESOLUTION
-from .summary import CohortSummary, DesignEffects, Moments, Summary
+from .summary import (
+    Adjustment,
+    CohortSummary,
+    DesignEffects,
+    Moments,
+    Summary,
+    UserHistory,
+    adjust_cohorts,
+)
 
 __all__ = [
     "EVENT_LATENCY_BUCKETS",
@@ -117,16 +125,41 @@ def _moments(n: np.ndarray, total: np.ndarray, total_sq: np.ndarray) -> Moments:
 
 
 def stage_summaries(
-    tasks: Tasks, check_minutes: np.ndarray, edges: np.ndarray = LATENCY_BUCKETS
+    tasks: Tasks,
+    check_minutes: np.ndarray,
+    edges: np.ndarray = LATENCY_BUCKETS,
+    history: UserHistory | None = None,
 ) -> Summary:
-    """Cumulative per-cohort statistics at each check, as arrays (one entry per check)."""
+    """Cumulative per-cohort statistics at each check, as arrays (one entry per check).
+
+    With user ids and the users' ``history``, the mean metrics are adjusted by it
+    as the judge's summaries of events are (`adjust_cohorts`).
+    """
     window = np.searchsorted(check_minutes, tasks.minute, side="right")
     k = check_minutes.size
-    return Summary(
-        stable=_cohort(tasks, ~tasks.canary, window, k, edges),
-        canary=_cohort(tasks, tasks.canary, window, k, edges),
-        source="aggregates",
-    )
+    stable = _cohort(tasks, ~tasks.canary, window, k, edges)
+    canary = _cohort(tasks, tasks.canary, window, k, edges)
+    if tasks.user is not None and history is not None and history.users:
+        sums = [
+            running_user_sums(tasks.user[m], window[m], k, tokens=tasks.tokens[m],
+                              score=tasks.eval_score[m])
+            for m in (~tasks.canary, tasks.canary)
+        ]  # fmt: skip
+        stable, canary = adjust_cohorts(stable, canary, (sums[0], sums[1]), history)
+    return Summary(stable=stable, canary=canary, source="aggregates")
+
+
+def users_before(workload: Workload | UserWorkload, policy: Policy, gen: np.random.Generator
+                 ) -> UserHistory | None:  # fmt: skip
+    """The users' history the judge would read before the rollout (all on stable)."""
+    span = policy.user_history.total_seconds() / 60
+    if not isinstance(workload, UserWorkload) or span <= 0:
+        return None
+    period = workload.diurnal_period.total_seconds() / 60
+    before = workload.generate(canary_share=0.0, minutes=span, phase=-2 * np.pi * span / period,
+                               rng=gen)  # fmt: skip
+    assert before.user is not None
+    return UserHistory.from_values(before.user, before.tokens, before.eval_score)
 
 
 def summary_at(summary: Summary, k: int) -> Summary:
@@ -139,7 +172,7 @@ def summary_at(summary: Summary, k: int) -> Summary:
     def pick(c: CohortSummary) -> CohortSummary:
         lat = c.latency
         assert isinstance(lat, Histogram)
-        d = c.design
+        d, a = c.design, c.adjustment
         design = DesignEffects(at(d.success), at(d.latency), at(d.tokens), at(d.eval_score))
         return CohortSummary(
             float(c.tasks[k]),
@@ -154,6 +187,7 @@ def summary_at(summary: Summary, k: int) -> Summary:
             ),
             users=at(c.users),
             design=design,
+            adjustment=Adjustment(at(a.tokens), at(a.eval_score)),
         )
 
     return Summary(pick(summary.stable), pick(summary.canary), source=summary.source)
@@ -238,6 +272,7 @@ def simulate_rollout(
     checks: list[Check] = []
     carried: dict[str, list[SequentialTestResult]] = {g.name: [] for g in policy.guardrails}
     ends: list[Summary | None] = [None] * len(policy.stages)
+    history = users_before(workload, policy, gen)
     for stage in policy.analysed_stages:
         planned = (policy.stages[stage].duration or timedelta(hours=1)).total_seconds() / 60
         horizon = max(planned * (1 + max_hold), planned + 2 * step)
@@ -251,7 +286,7 @@ def simulate_rollout(
         )
         # Tasks with user ids are events, which the store bins on its own finer grid.
         edges = LATENCY_BUCKETS if tasks.user is None else EVENT_LATENCY_BUCKETS
-        summary = stage_summaries(tasks, check_minutes, edges)
+        summary = stage_summaries(tasks, check_minutes, edges, history)
         ended = None
         for k, decision, failed in _stage_decisions(policy, stage, summary, check_minutes, carried):
             minute = float(check_minutes[k])

@@ -274,7 +274,7 @@ def test_wrong_types_name_path_and_line(
         ("    strategy: canary\n", "    strategy: canary\n    speed: fast\n",
          "spec.rollout.speed", "unknown key 'speed'; expected one of: guardrails, stages, alpha, "
          "alpha_promote, min_samples, tuning_samples, srm_alpha, strategy, "
-         "auto_rollback_on_failure, on_silent_canary, max_tokens_per_task", 27),
+         "auto_rollback_on_failure, on_silent_canary, max_tokens_per_task, user_history", 27),
     ],
     ids=["top", "spec", "prompts", "tool", "metadata", "memory", "stage", "rollout"],
 )  # fmt: skip

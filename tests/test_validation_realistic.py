@@ -19,7 +19,7 @@ from scipy import stats
 import canary_stats as cs
 from canary_stats._plan import check_plan
 from canary_stats.simulate import Check, simulate_rollout
-from canary_stats.sources.realistic import REALISTIC_CLASSES, UserWorkload
+from canary_stats.sources.realistic import REALISTIC_CLASSES, UserWorkload, _population
 from canary_stats.sources.synthetic import Regression
 
 ALPHA = 0.05
@@ -72,9 +72,10 @@ def test_identical_canary_false_rollback_within_alpha(policy: cs.Policy, name: s
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 14 target missed: with user-level uncertainty (design effects of 5-8 on "
-    "the p95 and the token mean at 50 %) the 6 h prove stage proves p95 and tokens within "
-    "half a margin in about half of the runs (see bench.realistic)",
+    reason="issue 14 target missed: tokens and eval scores are adjusted by users' history, "
+    "but the p95 ratio is not; with its user-level uncertainty (a design effect of about 3 "
+    "at 50 %) the 6 h prove stage proves it within half a margin in about a third of the "
+    "runs (see bench.realistic)",
 )
 def test_healthy_half_margin_promoted_on_time_with_sparse_scores(policy: cs.Policy) -> None:
     """20 % of tasks scored, users routed sticky: inside every margin by half."""
@@ -89,10 +90,10 @@ def test_healthy_half_margin_promoted_on_time_with_sparse_scores(policy: cs.Poli
     assert not any(o.outcome == "rolled_back" for o in outs)
 
 
-#: Measured on "production": latency x1.3 and tokens x1.25 are mostly not rolled back
-#: (none promoted): whole-second latencies leave the stable p95 between two atoms (5 s
-#: and 6 s, a step as large as the margin), and heavy-tailed tokens of heavy users make
-#: the mean ratio's user-level variance large.
+#: Measured on "production": latency x1.3 is mostly not rolled back (none promoted):
+#: whole-second latencies leave the stable p95 between two atoms (5 s and 6 s, a step as
+#: large as the margin), and the p95 ratio is not adjusted by users' history. Tokens x1.25,
+#: once as slow for the heavy users' token habits, are caught since the token mean is.
 _SLOW_PROOF = pytest.mark.xfail(
     strict=True, reason="issue 14 power target missed on per-user traffic (see bench.realistic)"
 )
@@ -103,7 +104,7 @@ _SLOW_PROOF = pytest.mark.xfail(
     [
         (Regression(success_drop=0.03), "task_success_rate"),
         pytest.param(Regression(latency_factor=1.3), "p95_latency_ms", marks=_SLOW_PROOF),
-        pytest.param(Regression(token_factor=1.25), "tokens_per_task", marks=_SLOW_PROOF),
+        (Regression(token_factor=1.25), "tokens_per_task"),
         (Regression(eval_drop=0.04), "eval_score"),
     ],
 )
@@ -116,6 +117,37 @@ def test_one_regression_per_guardrail_caught(
     assert not any(o.outcome == "promoted" for o in outs)
     # Power target 95 %: 13 of 15 at least (a true 95 % fails here with chance 4 %).
     assert len(caught) >= 13, [(o.outcome, o.stage, o.failed) for o in outs]
+
+
+def _eval_drop_to(w: UserWorkload, bound: float) -> float:
+    """The drop that puts this population's mean eval score exactly at ``bound``."""
+    pop = _population(w)
+    return float(np.diff(pop.cumulative, prepend=0.0) @ pop.eval_mean) - bound
+
+
+@pytest.mark.parametrize("guardrail", ["tokens_per_task", "eval_score"])
+def test_canary_at_a_margin_rarely_rolled_back_with_users_history(
+    policy: cs.Policy, guardrail: str
+) -> None:
+    """Adjusted by users' history, a canary exactly at a margin is rolled back within alpha.
+
+    The token ratio is at its margin in every population (tokens x1.15); the eval
+    score's absolute bound is placed at each run's own population mean, which is
+    what the adjusted estimate is about.
+    """
+    w, n = REALISTIC_CLASSES["per-user"], 30
+    back = []
+    for r in range(n):
+        workload = dataclasses.replace(w, population_seed=5000 + r)
+        reg = (
+            Regression(token_factor=1.15)
+            if guardrail == "tokens_per_task"
+            else Regression(eval_drop=_eval_drop_to(workload, 0.90))
+        )
+        out = simulate_rollout(policy, workload, reg, rng=5000 + r)
+        back += [out.failed] if out.outcome == "rolled_back" else []
+    # At most alpha/4 per guardrail by design; 5 of 30 would be beyond even alpha.
+    assert len(back) <= _at_most(n, ALPHA), back
 
 
 class _Enough(Exception):

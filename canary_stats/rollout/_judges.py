@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from .._stages import earlier_views
+from .._stages import earlier_views, history_before, rollout_start
 from ..errors import SourceResponseError, SourceUnavailable
 from ..judge import analyze
 from ..policy import Policy
@@ -69,8 +69,11 @@ class StoreJudge:
                 store, stable=stable, canary=canary, starts=_padded(stage_starts, stage),
                 current=stage_started_at,
             )  # fmt: skip
+            history = history_before(
+                view, rollout_start(earlier, stage_started_at), self.policy.user_history
+            )
             return analyze(
-                view, self.policy, stage=stage, elapsed=elapsed, earlier=earlier
+                view, self.policy, stage=stage, elapsed=elapsed, earlier=earlier, history=history
             ).to_dict()
 
         if isinstance(self.store, Store):

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from .._stages import earlier_views
+from .._stages import earlier_views, history_before, rollout_start
 from .._verdict import Verdict
 from ..errors import InputError, SourceError, StoreError
 from ..judge import analyze
@@ -369,9 +369,10 @@ class JudgeService:
             earlier = earlier_views(
                 store, stable=key.stable, canary=key.canary, starts=starts, current=start
             )
+            history = history_before(view, rollout_start(earlier, start), policy.user_history)
             verdict = self._analyze(
                 view, policy, stage=key.stage, elapsed=max(now - start, timedelta(0)),
-                earlier=earlier,
+                earlier=earlier, history=history,
             )  # fmt: skip
             newest = newest_data(store, key.canary)
         result = verdict.to_dict()

@@ -23,13 +23,15 @@ from ..summary import (
     Moments,
     Silence,
     Summary,
+    UserHistory,
+    adjust_cohorts,
     summary_from_totals,
 )
 from ..summary._aggregates import window_counts, window_silence
 from ._scans import EVENT_FILTER as _EVENT_FILTER
 from ._scans import LATENCY_RESOLUTION, event_silence, latency_histograms, latency_values
 from ._schema import first_row
-from ._users import mixed_user_ids, user_statistics
+from ._users import mixed_user_ids, user_history, user_statistics, user_sums
 
 __all__ = [
     "EXACT_LATENCY_LIMIT",
@@ -37,6 +39,7 @@ __all__ = [
     "Selection",
     "latest_ingest_failure",
     "series_of",
+    "store_history",
     "summarize_store",
 ]
 
@@ -82,6 +85,7 @@ def summarize_store(
     *,
     series: list[tuple[Any, ...]] | None = None,
     failure: str | Literal["ask"] | None = "ask",
+    history: UserHistory | None = None,
 ) -> Summary:
     """Reduce the selected data to a `Summary`, with every stored data issue attached.
 
@@ -89,7 +93,8 @@ def summarize_store(
     left out of the evidence and named in ``Summary.excluded``, as is a failed
     latest ingest. ``series`` (`series_of`) and ``failure``
     (`latest_ingest_failure`) may come from a caller's cache; by default they are
-    read from the store.
+    read from the store. ``history`` (`store_history`) adjusts the mean metrics of
+    events with user ids, as `summarize_events` does.
     """
     params = selection.params()
     source = selection.source
@@ -102,14 +107,22 @@ def summarize_store(
         failure = latest_ingest_failure(con, selection)
     issues = _stored_issues(con, selection, failure)
     if source == "events":
-        summary = _from_events(con, params, issues)
+        summary = _from_events(con, params, issues, history)
     else:
         summary = _from_aggregates(con, selection, issues, series)
     return summary
 
 
+def store_history(con: duckdb.DuckDBPyConnection, selection: Selection) -> UserHistory:
+    """The users' history in ``selection`` (its stable cohort's events with user ids)."""
+    return user_history(con, selection.params(), _EVENT_FILTER)
+
+
 def _from_events(
-    con: duckdb.DuckDBPyConnection, params: dict[str, Any], issues: list[str]
+    con: duckdb.DuckDBPyConnection,
+    params: dict[str, Any],
+    issues: list[str],
+    history: UserHistory | None = None,
 ) -> Summary:
     rows = con.execute(
         f"""
@@ -154,11 +167,15 @@ def _from_events(
             design=design,
         )
 
+    stable, canary = cohort("stable"), cohort("canary")
+    if per_user and mixed is None and history is not None and history.users:
+        sums = user_sums(con, params, _EVENT_FILTER)
+        stable, canary = adjust_cohorts(stable, canary, (sums["stable"], sums["canary"]), history)
     starts = [r[5] for r in rows if r[0] in ("stable", "canary")]
     ends = [r[6] for r in rows if r[0] in ("stable", "canary")]
     return Summary(
-        cohort("stable"),
-        cohort("canary"),
+        stable,
+        canary,
         _utc(min(starts)) if starts else None,
         _utc(max(ends)) if ends else None,
         (),

@@ -24,13 +24,14 @@ import pyarrow.parquet as pq
 
 from ..errors import CanaryStatsError, EventsError, StoreError, StoreUnreadable
 from ..sources._pull import Pull
-from ..summary import Summary, validate_events
+from ..summary import Summary, UserHistory, validate_events
 from . import _releases, _rollouts
 from ._query import (
     Selection,
     SourceChoice,
     latest_ingest_failure,
     series_of,
+    store_history,
     summarize_store,
 )
 from ._releases import ReleaseRecord, ReleaseStatus
@@ -456,10 +457,15 @@ class StoreView:
     store: Store
     selection: Selection
 
-    def summary(self) -> Summary:
+    def summary(self, *, history: UserHistory | None = None) -> Summary:
         return summarize_store(
             self.store.con,
             self.selection,
             series=self.store.series_of(self.selection),
             failure=self.store.latest_ingest_failure(self.selection),
+            history=history,
         )
+
+    def history(self) -> UserHistory:
+        """The selection's stable events as users' history (`UserHistory`), for a later rollout."""
+        return store_history(self.store.con, self.selection)

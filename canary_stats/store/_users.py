@@ -16,10 +16,17 @@ import duckdb
 import numpy as np
 
 from ..stats import Histogram
-from ..summary import DesignEffects
+from ..summary import DesignEffects, UserHistory, UserSums
 from ..summary._users import EXCEEDANCE_QUANTILE, design_effect
 
-__all__ = ["exceedance_threshold", "minute_windows", "mixed_user_ids", "user_statistics"]
+__all__ = [
+    "exceedance_threshold",
+    "minute_windows",
+    "mixed_user_ids",
+    "user_history",
+    "user_statistics",
+    "user_sums",
+]
 
 _PER_USER = """
     WITH u AS (
@@ -91,6 +98,48 @@ def user_statistics(
             ),
         )
     return out
+
+
+_SUMS = """
+    SELECT {group} count(*), sum(tokens), count(eval_score), coalesce(sum(eval_score), 0)
+    FROM events WHERE {filter} AND user_id IS NOT NULL {where}
+    GROUP BY {group_by} ORDER BY {group_by}
+"""
+
+
+def user_sums(
+    con: duckdb.DuckDBPyConnection, params: dict[str, Any], event_filter: str
+) -> dict[str, UserSums]:
+    """Each cohort's per-user tasks, tokens, scored tasks and scores (for `adjust_cohorts`)."""
+    sql = _SUMS.format(group="cohort::VARCHAR, user_id,", filter=event_filter, where="",
+                       group_by="cohort, user_id")  # fmt: skip
+    rows = con.execute(sql, params).fetchall()
+    out = {}
+    for name in ("stable", "canary"):
+        mine = [r for r in rows if r[0] == name]
+        cols = list(zip(*mine, strict=True)) if mine else [()] * 6
+        out[name] = UserSums(
+            np.asarray(cols[1], dtype=object),
+            *(np.asarray(c, dtype=float) for c in cols[2:]),
+        )
+    return out
+
+
+def user_history(
+    con: duckdb.DuckDBPyConnection, params: dict[str, Any], event_filter: str
+) -> UserHistory:
+    """The stable cohort's per-user sums in the selection: users' history before a rollout."""
+    sql = _SUMS.format(group="user_id,", filter=event_filter, where="AND cohort = 'stable'",
+                       group_by="user_id")  # fmt: skip
+    rows = con.execute(sql, params).fetchall()
+    if not rows:
+        return UserHistory.empty()
+    cols = list(zip(*rows, strict=True))
+    # DuckDB sorts text by bytes, numpy by code points: sort again so lookups agree.
+    ids = np.asarray(cols[0], dtype=object)
+    order = np.argsort(ids.astype(str), kind="stable")
+    tokens_n, tokens_sum, eval_n, eval_sum = (np.asarray(c, dtype=float)[order] for c in cols[1:])
+    return UserHistory(ids[order], tokens_n, tokens_sum, eval_n, eval_sum)
 
 
 def mixed_user_ids(with_id: dict[str, int], total: dict[str, int]) -> str | None:

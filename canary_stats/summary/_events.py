@@ -19,6 +19,7 @@ from ._checks import (
     unique_request_ids,
     utc_timestamps,
 )
+from ._history import UserHistory, UserSums, adjust_cohorts, per_user_sums
 from ._types import (
     COHORT_SET,
     COHORTS,
@@ -69,7 +70,10 @@ def validate_events(events: pd.DataFrame) -> pa.Table:
 
 
 def summarize_events(
-    events: pd.DataFrame, *, metrics: Mapping[str, Collection[str]] | None = None
+    events: pd.DataFrame,
+    *,
+    metrics: Mapping[str, Collection[str]] | None = None,
+    history: UserHistory | None = None,
 ) -> Summary:
     """Reduce raw events (one row per finished task) to per-cohort statistics.
 
@@ -85,7 +89,9 @@ def summarize_events(
 
     With a ``user_id`` column (every row one; see `check_user_ids`) each cohort
     also gets its number of distinct users and its design effects (of the metrics
-    kept), and ``window_tasks`` counts each clock minute's tasks.
+    kept), and ``window_tasks`` counts each clock minute's tasks. With a
+    ``history`` of the users before the rollout (`UserHistory`), the mean metrics
+    are adjusted by it (`adjust_cohorts`).
     """
     require_columns(events, EVENT_COLUMNS[:5], "raw events")
     codes = cohort_codes(events["cohort"])
@@ -137,6 +143,10 @@ def summarize_events(
         return replace(base, users=count, design=design)
 
     stable, canary = cohort("stable"), cohort("canary")
+    if users is not None and history is not None and history.users:
+        sums = tuple(_user_sums(users, codes == COHORTS.index(name), tokens, score)
+                     for name in ("stable", "canary"))  # fmt: skip
+        stable, canary = adjust_cohorts(stable, canary, (sums[0], sums[1]), history)
     ticks, unit = _ticks(ts)
     return Summary(
         stable,
@@ -148,6 +158,20 @@ def summarize_events(
         silence=_silence(ticks, _PER_MINUTE[unit], codes),
         window_tasks=_window_tasks(ticks, _TICKS_PER_MINUTE[unit], codes),
     )
+
+
+def _user_sums(
+    users: tuple[np.ndarray, int, np.ndarray], mask: np.ndarray, tokens: np.ndarray,
+    score: np.ndarray,
+) -> UserSums:  # fmt: skip
+    """One cohort's per-user task counts and sums, over the users it has."""
+    code = users[0][mask]
+    present = np.flatnonzero(np.bincount(code, minlength=users[1]))
+
+    def add(w: np.ndarray) -> np.ndarray:
+        return np.bincount(code, weights=w, minlength=users[1]).take(present)
+
+    return UserSums(users[2].take(present), *per_user_sums(add, tokens[mask], score[mask]))
 
 
 _PER_MINUTE = {"s": 60.0, "ms": 60e3, "us": 60e6, "ns": 60e9}

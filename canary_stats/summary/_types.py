@@ -20,6 +20,7 @@ __all__ = [
     "LATENCY_MAX_MS",
     "TOKENS_MAX",
     "VALUE_METRICS",
+    "Adjustment",
     "CohortSummary",
     "DesignEffects",
     "Moments",
@@ -92,7 +93,10 @@ class DesignEffects:
     Each field is the ratio of the user-level (cluster-robust, delta-method)
     variance of the cohort's estimate to the variance it would have if tasks were
     independent, clamped to at least 1: multiply an iid variance by it (or divide
-    a sample size by it). ``latency`` is that of the exceedance indicator
+    a sample size by it). Adjusted by users' history (`Adjustment`), ``tokens``
+    and ``eval_score`` are the adjusted estimate's, which may be below 1 (the
+    history explains differences between users that independent tasks would
+    count as noise). ``latency`` is that of the exceedance indicator
     ``latency > p95`` (what the quantile tests count). 1 when users are unknown.
     Floats, or arrays of one value per look in simulations.
     """
@@ -104,12 +108,26 @@ class DesignEffects:
 
 
 @dataclass(frozen=True, slots=True)
+class Adjustment:
+    """What users' history before the rollout adds to each mean metric's estimate.
+
+    The CUPED shift of `summary.adjust_cohorts` (0: no adjustment); the matching
+    variance is in `DesignEffects`, which may then be below 1. Floats, or arrays
+    of one value per look in simulations.
+    """
+
+    tokens: Any = 0.0
+    eval_score: Any = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class CohortSummary:
     """What the judge needs to know about one cohort.
 
     ``users`` is the number of distinct users (NaN when the data has no user
     ids, as aggregates never do); ``design`` the design effects of per-user
-    routing (all 1 without users).
+    routing (all 1 without users); ``adjustment`` the shifts of the mean metrics
+    by users' history (all 0 without it).
     """
 
     tasks: Any
@@ -119,6 +137,7 @@ class CohortSummary:
     eval_score: Moments
     users: Any = math.nan
     design: DesignEffects = field(default_factory=DesignEffects)
+    adjustment: Adjustment = field(default_factory=Adjustment)
 
     @property
     def latency_n(self) -> float:

@@ -86,16 +86,21 @@ def user_ids(events: pd.DataFrame) -> pa.Array | pa.ChunkedArray | None:
     return ids if check_user_ids(ids) else None
 
 
-def user_codes(events: pd.DataFrame) -> tuple[np.ndarray, int] | None:
-    """Each row's user as an integer in ``[0, users)``, and ``users``; None without ids."""
+def user_codes(events: pd.DataFrame) -> tuple[np.ndarray, int, np.ndarray] | None:
+    """Each row's user as an integer in ``[0, users)``, ``users``, and each code's id (text).
+
+    None without ids.
+    """
     if user_ids(events) is None:
         return None
     col = events["user_id"]
     if isinstance(col.dtype, pd.CategoricalDtype):
         codes = col.cat.codes.to_numpy()
-        return codes.astype(np.intp, copy=False), len(col.cat.categories)
+        labels = np.asarray(col.cat.categories.astype(str), dtype=object)
+        return codes.astype(np.intp, copy=False), len(labels), labels
     codes, uniques = pd.factorize(col)
-    return np.asarray(codes, dtype=np.intp), len(uniques)
+    labels = np.asarray(pd.Index(uniques).astype(str), dtype=object)
+    return np.asarray(codes, dtype=np.intp), len(uniques), labels
 
 
 def ratio_design_effect(
