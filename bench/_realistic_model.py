@@ -293,6 +293,36 @@ def _at(policy: Policy, tr: Truth, share: float) -> dict[str, tuple[str, dict[st
     return out
 
 
+def for_population(sc: Scenario, policy: Policy, w: Workload | UserWorkload) -> Regression | None:
+    """The scenario's canary for one run's users (its own population).
+
+    An absolute bound on the mean eval score is a statement about the users the
+    release serves: adjusted by their history, the judge estimates the mean over
+    *these* users, whose level differs from population to population by more than
+    its interval. "At the margin" and "half a margin inside" are therefore placed
+    against the run's own population mean, not the classes' average.
+    """
+    reg = sc.regression
+    bound = next(
+        (g.value for g in policy.guardrails
+         if g.metric == "eval_score" and g.contrast == "absolute" and g.rule == "min"),
+        None,
+    )  # fmt: skip
+    if reg is None or not reg.eval_drop or bound is None or not isinstance(w, UserWorkload):
+        return reg
+    share = {"margin": 1.0, "healthy": 0.5}.get(sc.kind)
+    if share is None or (sc.kind == "margin" and sc.guardrail != _eval_name(policy)):
+        return reg
+    pop = _population(w)
+    activity = np.diff(pop.cumulative, prepend=0.0)
+    mean = float(activity @ pop.eval_mean)
+    return replace(reg, eval_drop=max(share * (mean - bound), 0.0))
+
+
+def _eval_name(policy: Policy) -> str | None:
+    return next((g.name for g in policy.guardrails if g.metric == "eval_score"), None)
+
+
 def stable_violates(policy: Policy, name: str) -> str | None:
     """Why stable itself breaks an absolute guardrail of ``policy`` on class ``name``."""
     tr = truth(name)
