@@ -340,13 +340,17 @@ def _evaluate(g: Guardrail, s: Summary, policy: Policy, share: float) -> Sequent
     """One stage's test of one guardrail, on that stage's data alone.
 
     With user ids, each cohort's counts are shrunk by the metric's design effect
-    (user-level uncertainty); the result reports the observed counts.
+    (user-level uncertainty), and a mean adjusted by users' history says so in
+    its method; the result reports the observed counts.
     """
     result = _test(g, s, policy, share)
     n_s, n_c = _observed(g, s.stable), _observed(g, s.canary)
     shape = np.shape(result.n_canary)
+    field = "tokens" if g.metric == "tokens_per_task" else g.metric
+    adjusted = _shifted(s.canary, field) or _shifted(s.stable, field)
     return replace(
         result,
+        method=result.method + ("; adjusted by users' history (CUPED)" if adjusted else ""),
         n_stable=result.n_stable if g.contrast == "absolute" else _like(n_s, shape),
         n_canary=_like(n_c, shape),
     )

@@ -192,6 +192,8 @@ def test_analyze_reads_the_history_before_the_first_stage() -> None:
     assert off.metrics["tokens_per_task"].estimate == pytest.approx(
         plain.metrics["tokens_per_task"].estimate, rel=1e-12
     )
+    assert got.method.endswith("adjusted by users' history (CUPED)")
+    assert "CUPED" not in plain.metrics["tokens_per_task"].method
     width = {k: v.metrics["tokens_per_task"] for k, v in (("adj", adjusted), ("plain", plain))}
     assert width["adj"].high - width["adj"].low < width["plain"].high - width["plain"].low
 
